@@ -1,0 +1,14 @@
+"""pst_yolo: the Pyramid Sparse Transformer (PST) neck as a plugin for Ultralytics YOLO.
+
+``import pst_yolo`` registers PST with Ultralytics (idempotent): YAML rows naming ``PST`` build, the configs
+``yolo11{n,s,m}-pst.yaml`` / ``yolo12{n,s,m}-pst.yaml`` and ``data=shapes`` resolve by bare name. Checkpoints pickle
+``pst_yolo.nn.pst.PST``, so unpickling one imports (and registers) the plugin by itself.
+"""
+
+from ._register import register
+from .nn import PST, PSTAttention, PSTBlock
+
+__version__ = "0.1.0"
+__all__ = ("PST", "PSTAttention", "PSTBlock", "__version__", "register")
+
+register()

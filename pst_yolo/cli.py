@@ -1,0 +1,25 @@
+"""``pst-yolo``: the ``yolo`` command with the PST plugin loaded (same syntax, modes and help), plus ``demo``."""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ("main",)
+
+
+def main() -> None:
+    """Run ``pst-yolo ARGS``: ``demo [key=value ...]`` or any ``yolo`` command line."""
+    import pst_yolo  # noqa: F401  (registers PST with Ultralytics)
+
+    if sys.argv[1:2] == ["demo"]:
+        from .demo import demo_cli
+
+        demo_cli(sys.argv[2:])
+        return
+    from ultralytics.cfg import entrypoint
+
+    entrypoint()  # reads sys.argv like `yolo`
+
+
+if __name__ == "__main__":
+    main()

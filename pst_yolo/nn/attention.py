@@ -1,0 +1,174 @@
+"""Pyramid sparse attention: coarse cross-attention with optional fine (top-k) refinement.
+
+The op of the Pyramid Sparse Transformer (DESIGN.md §2). Queries come from a fine map ``x`` (B, C, H, W); keys and
+values come from the next coarser map ``u`` (B, C, Hc, Wc) with ``Hc = ceil(H / 2)`` and ``Wc = ceil(W / 2)``.
+
+- Coarse path (always on): every fine query attends to all ``M = Hc * Wc`` coarse tokens.
+- Fine path (``topk > 0``): the ``topk`` coarse tokens with the highest mean query score are selected per image and
+  head; each maps to its 2x2 patch of the fine map, whose keys/values come from the *same* ``conv_kv`` applied to
+  ``x``. A per-head gate mixes the two outputs.
+
+Two implementations of the same function live side by side (chosen by ``fused_attn``):
+
+- fused (default): ``F.scaled_dot_product_attention`` for both paths, selection from the mean query, and fine
+  keys/values projected only at the gathered positions when ``conv_kv`` is affine (eval mode or fused BN);
+- plain: explicit attention matrices and a full ``conv_kv`` on the fine map (what the equations say literally).
+
+Token selection is deterministic (no noise) and exportable: top-k runs with a constant ``k`` over scores padded to
+at least ``k`` entries, and the padding, as well as 2x2 patch positions outside odd-sized fine maps, is masked out of
+the softmax. A ``topk`` larger than the number of coarse tokens therefore behaves like selecting all of them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from ultralytics.nn.modules import Conv
+from ultralytics.utils import LOGGER
+
+__all__ = ("HEAD_DIM", "PSTAttention")
+
+HEAD_DIM = 32  # channels per attention head (DESIGN.md §2)
+
+
+def _affine_1x1(conv: Conv) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(weight (C2, C1), bias (C2,))`` of an eval-mode 1x1 ``Conv`` without activation (BN folded in)."""
+    w = conv.conv.weight.flatten(1)  # (C2, C1)
+    if hasattr(conv, "bn"):  # not fused yet: fold BN running statistics
+        bn = conv.bn
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        return w * scale[:, None], bn.bias - bn.running_mean * scale
+    bias = conv.conv.bias if conv.conv.bias is not None else torch.zeros_like(w[:, 0])
+    return w, bias
+
+
+class PSTAttention(nn.Module):
+    """Coarse-to-fine sparse cross-attention between two adjacent pyramid levels.
+
+    Args:
+        dim (int): Channels of both inputs and of the output; a multiple of ``HEAD_DIM``.
+        num_heads (int | None): Attention heads; defaults to ``dim // HEAD_DIM``.
+        topk (int): Coarse tokens selected for fine attention per image and head; 0 disables the fine path.
+
+    Attributes:
+        fused_attn (bool): Use the fused implementation (see module docstring); ``False`` selects the plain one.
+        conv_q (Conv): 1x1 Conv-BN producing queries from the fine map.
+        conv_kv (Conv): 1x1 Conv-BN producing keys and values; shared by the coarse and fine paths. Its output
+            channels are laid out per head as ``[K_h (head_dim) | V_h (head_dim)]``.
+        gate (nn.Conv2d): Per-head 1x1 map from ``[O_c | O_f]`` (2 * head_dim) to head_dim gate logits.
+        pe (Conv): Depthwise 7x7 Conv-BN positional encoding of the coarse values.
+        proj (Conv): 1x1 Conv-BN output projection.
+
+    Examples:
+        >>> attn = PSTAttention(64, topk=4).eval()
+        >>> x, u = torch.randn(2, 64, 20, 20), torch.randn(2, 64, 10, 10)
+        >>> print(attn(x, u).shape)
+        torch.Size([2, 64, 20, 20])
+    """
+
+    def __init__(self, dim: int, num_heads: int | None = None, topk: int = 0):
+        super().__init__()
+        num_heads = num_heads or dim // HEAD_DIM
+        if num_heads < 1 or dim % num_heads:
+            raise ValueError(f"PSTAttention: dim={dim} must be a positive multiple of num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.topk = topk
+        self.fused_attn = True
+        self._warned_clamp = False
+        self.conv_q = Conv(dim, dim, 1, act=False)
+        self.conv_kv = Conv(dim, 2 * dim, 1, act=False)
+        self.gate = nn.Conv2d(2 * dim, dim, 1, groups=num_heads)
+        nn.init.zeros_(self.gate.weight)  # an untrained gate mixes 50/50 instead of with random weights
+        nn.init.zeros_(self.gate.bias)
+        self.pe = Conv(dim, dim, 7, g=dim, act=False)
+        self.proj = Conv(dim, dim, 1, act=False)
+
+    @property
+    def topk(self) -> int:
+        """Coarse tokens selected for fine attention (0 = coarse only)."""
+        return self._topk
+
+    @topk.setter
+    def topk(self, k: int) -> None:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ValueError(f"pst_topk must be a non-negative integer (0 = coarse attention only), got {k!r}")
+        self._topk = k
+
+    def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Attend from the fine map ``x`` (B, C, H, W) to the coarse map ``u`` (B, C, Hc, Wc); returns (B, C, H, W)."""
+        B, C, H, W = x.shape
+        Hc, Wc = u.shape[2:]
+        nh, hd = self.num_heads, self.head_dim
+        q = self.conv_q(x).view(B, nh, hd, H * W).transpose(2, 3)  # (B, nh, N, hd)
+        kv = self.conv_kv(u).view(B, nh, 2 * hd, Hc * Wc)  # (B, nh, 2hd, M)
+        k, v = kv.transpose(2, 3).split(hd, dim=3)  # (B, nh, M, hd) each
+        out = self._attend(q, k, v)  # (B, nh, N, hd)
+
+        if self.topk:
+            out_fine = self._fine(x, q, k, (Hc, Wc))  # (B, nh, N, hd)
+            g = self.gate(torch.cat((out, out_fine), 3).transpose(2, 3).reshape(B, 2 * C, H, W)).sigmoid()
+            g = g.view(B, nh, hd, H * W).transpose(2, 3)  # (B, nh, N, hd)
+            out = out + g * (out_fine - out)  # g * O_f + (1 - g) * O_c
+
+        out = out.transpose(2, 3).reshape(B, C, H, W)  # (B, C, H, W)
+        v_map = v.transpose(2, 3).reshape(B, C, Hc, Wc)  # (B, C, Hc, Wc)
+        pe = F.interpolate(self.pe(v_map), size=(H, W), mode="bilinear", align_corners=False)
+        return self.proj(out + pe)
+
+    def _attend(self, q, k, v, mask=None):
+        """softmax(q kᵀ / √d + mask) v for (B, nh, N, hd) queries and (B, nh, T, hd) keys/values."""
+        if self.fused_attn:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, nh, N, T)
+        if mask is not None:
+            attn = attn + mask
+        return attn.softmax(dim=-1) @ v
+
+    def _fine(self, x, q, k, coarse_hw):
+        """Fine attention over the 2x2 fine patches of the top-k coarse tokens; returns (B, nh, N, hd)."""
+        B, C, H, W = x.shape
+        Hc, Wc = coarse_hw
+        nh, hd, topk = self.num_heads, self.head_dim, self.topk
+        M = Hc * Wc
+        if topk > M and not self._warned_clamp and not torch.jit.is_tracing():
+            self._warned_clamp = True  # once per layer
+            LOGGER.warning(
+                f"PSTAttention: pst_topk={topk} exceeds the {M} coarse tokens of a {Hc}x{Wc} map; "
+                f"using all {M} (results equal pst_topk={M} for this layer)"
+            )
+
+        # Selection: s_j = mean_i(q_i · k_j) / √d = (mean_i q_i) · k_j / √d; one score per image, head, coarse token.
+        if self.fused_attn:
+            scores = (q.mean(2, keepdim=True) @ k.transpose(2, 3)).squeeze(2)  # (B, nh, M)
+        else:
+            scores = (q @ k.transpose(2, 3)).mean(2)  # (B, nh, M) via the explicit N×M matrix
+        scores = scores * self.scale
+        # Constant-k top-k (exportable): pad to >= topk tokens; padded picks are masked out below.
+        scores = torch.cat((scores, scores.new_full((B, nh, topk), float("-inf"))), 2)  # (B, nh, M + topk)
+        idx = scores.topk(topk, dim=2, sorted=False).indices  # (B, nh, topk)
+
+        # Map coarse token j = (r, c) to fine positions (2r + dr, 2c + dc); drop padding and out-of-map positions.
+        r, c = idx.div(Wc, rounding_mode="floor"), idx.remainder(Wc)
+        offsets = torch.arange(2, device=x.device)
+        rows = 2 * r[..., None, None] + offsets[:, None]  # (B, nh, topk, 2, 1)
+        cols = 2 * c[..., None, None] + offsets[None, :]  # (B, nh, topk, 1, 2)
+        valid = (idx[..., None, None] < M) & (rows < H) & (cols < W)  # (B, nh, topk, 2, 2)
+        pos = (rows.clamp(max=H - 1) * W + cols.clamp(max=W - 1)).reshape(B, nh, 4 * topk)  # (B, nh, 4k)
+        valid = valid.reshape(B, nh, 1, 4 * topk)
+        mask = torch.zeros(valid.shape, dtype=q.dtype, device=x.device).masked_fill(~valid, float("-inf"))
+
+        if self.fused_attn and not self.training:
+            # conv_kv is affine here: project only the gathered fine tokens, per head.
+            xg = torch.gather(x.flatten(2).transpose(1, 2), 1, pos.reshape(B, nh * 4 * topk, 1).expand(-1, -1, C))
+            xg = xg.view(B, nh, 4 * topk, C)  # (B, nh, 4k, C)
+            w, b = _affine_1x1(self.conv_kv)
+            w, b = w.view(nh, 2 * hd, C), b.view(nh, 1, 2 * hd)
+            kv = xg @ w.transpose(1, 2) + b  # (B, nh, 4k, 2hd)
+        else:
+            kv_map = self.conv_kv(x).view(B, nh, 2 * hd, H * W).transpose(2, 3)  # (B, nh, N, 2hd)
+            kv = torch.gather(kv_map, 2, pos[..., None].expand(-1, -1, -1, 2 * hd))  # (B, nh, 4k, 2hd)
+        k_f, v_f = kv.split(hd, dim=3)  # (B, nh, 4k, hd) each
+        return self._attend(q, k_f, v_f, mask)

@@ -1,0 +1,72 @@
+"""PST: the C2f-style wrapper that fuses two adjacent pyramid levels with ``n`` PST blocks.
+
+Checkpoints pickle this class by its path ``pst_yolo.nn.pst.PST``: do not move it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from ultralytics.nn.modules import Conv
+
+from .attention import HEAD_DIM
+from .block import PSTBlock
+
+__all__ = ("PST",)
+
+
+class PST(nn.Module):
+    """Pyramid Sparse Transformer: fuse a fine map with the next coarser one (DESIGN.md §2).
+
+    ``x = cv1(X)``, ``u = cvup(U)``; ``n`` blocks refine ``x`` in sequence (all with the same ``u``); ``cv2`` maps the
+    concatenation ``[x, block_1, ..., block_n]`` to ``c2`` channels.
+
+    Args:
+        c1 (int): Channels of the fine input ``X`` (B, c1, H, W).
+        c_up (int): Channels of the coarse input ``U`` (B, c_up, ceil(H/2), ceil(W/2)).
+        c2 (int): Output channels.
+        n (int): Number of PST blocks.
+        mlp_ratio (float): MLP hidden width relative to the hidden width ``c_``.
+        e (float): Hidden width ratio, ``c_ = int(c2 * e)``; ``c_`` must be a multiple of 32 (the head dim).
+        k (int): Fine-attention top-k (0 = coarse attention only); change later with ``pst_yolo.set_topk``.
+
+    Examples:
+        >>> m = PST(384, 256, 128, n=1)
+        >>> print(m([torch.randn(1, 384, 40, 40), torch.randn(1, 256, 20, 20)]).shape)
+        torch.Size([1, 128, 40, 40])
+        >>> for size in (80, 40):  # both fusions of a YOLO11n neck at 640 px: P4 (U = P5), then P3 (U = P4)
+        ...     c1, c_up, c2 = (384, 256, 128) if size == 40 else (256, 128, 64)
+        ...     print(size, PST(c1, c_up, c2)([torch.randn(1, c1, size, size), torch.randn(1, c_up, size // 2, size // 2)]).shape)
+        80 torch.Size([1, 64, 80, 80])
+        40 torch.Size([1, 128, 40, 40])
+    """
+
+    def __init__(self, c1: int, c_up: int, c2: int, n: int = 1, mlp_ratio: float = 2.0, e: float = 0.5, k: int = 0):
+        super().__init__()
+        c_ = int(c2 * e)
+        if c_ < HEAD_DIM or c_ % HEAD_DIM:
+            raise ValueError(
+                f"PST hidden width c_ = int(c2 * e) = int({c2} * {e}) = {c_} must be a positive multiple of the head "
+                f"dim {HEAD_DIM}: raise c2 or e"
+            )
+        self.c_ = c_
+        self.cv1 = Conv(c1, c_, 1)
+        self.cvup = Conv(c_up, c_, 1)
+        self.m = nn.ModuleList(PSTBlock(c_, mlp_ratio, k) for _ in range(n))
+        self.cv2 = Conv((n + 1) * c_, c2, 1)
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        """Fuse ``xs = [X (B, c1, H, W), U (B, c_up, ceil(H/2), ceil(W/2))]``; returns (B, c2, H, W)."""
+        if not isinstance(xs, (list, tuple)) or len(xs) != 2:
+            raise TypeError("PST.forward expects [x_fine, x_coarse]: its YAML 'from' must name two layers")
+        X, U = xs
+        if X.shape[2] != 2 * U.shape[2] - X.shape[2] % 2 or X.shape[3] != 2 * U.shape[3] - X.shape[3] % 2:
+            raise ValueError(
+                f"PST: coarse map {tuple(U.shape[2:])} is not the next pyramid level of the fine map "
+                f"{tuple(X.shape[2:])} (expected ceil(H/2) x ceil(W/2)); check the YAML 'from' of this PST row"
+            )
+        x, u = self.cv1(X), self.cvup(U)
+        y = [x]
+        for block in self.m:
+            y.append(block(y[-1], u))
+        return self.cv2(torch.cat(y, 1))
