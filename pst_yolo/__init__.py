@@ -7,8 +7,9 @@
 
 from ._register import register
 from .nn import PST, PSTAttention, PSTBlock
+from .topk import get_topk, set_topk
 
 __version__ = "0.1.0"
-__all__ = ("PST", "PSTAttention", "PSTBlock", "__version__", "register")
+__all__ = ("PST", "PSTAttention", "PSTBlock", "__version__", "get_topk", "register", "set_topk")
 
 register()

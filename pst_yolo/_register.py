@@ -11,6 +11,10 @@
 2. ``check_file`` (in ``ultralytics.utils.checks``, which ``check_yaml`` uses, and in ``ultralytics.data.utils``,
    which ``check_det_dataset`` uses) is wrapped so that bare names resolve to pst_yolo's configs from any directory:
    ``yolo11n-pst.yaml`` and the datasets named in ``datasets.yaml`` (``data=shapes``).
+3. ``pst_topk`` becomes an Ultralytics argument (default None = keep the model's value): added to the default config
+   dict (so CLI/API key checks accept it and ``args.yaml`` records it), applied by default callbacks for train
+   (``on_pretrain_routine_end``: model and EMA), predict (``on_predict_start``) and export (``on_export_start``), and
+   for standalone val by wrapping ``BaseValidator.get_model`` (no callback there sees the model before it runs).
 
 Every hooked name is checked before it is wrapped: a newer Ultralytics that moves one fails loudly at import.
 """
@@ -27,6 +31,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from .nn import PST
+from .topk import set_topk
 
 __all__ = ("register",)
 
@@ -68,6 +73,63 @@ def register() -> None:
     _target(checks, "check_yaml", ("file", "suffix", "hard"))
     for module in (checks, data_utils):
         _install(module, "check_file", ("file", "suffix", "download"), _wrap_check_file)
+    _register_topk_argument()
+
+
+# --------------------------------------------------------------------------------------------------------- pst_topk
+def _register_topk_argument() -> None:
+    from ultralytics.engine.validator import BaseValidator
+    from ultralytics.utils import DEFAULT_CFG, DEFAULT_CFG_DICT
+    from ultralytics.utils.callbacks.base import default_callbacks
+
+    if DEFAULT_CFG_DICT.get(TOPK_ARG) is not None:
+        raise ImportError(f"Ultralytics already defines '{TOPK_ARG}': pst_yolo would shadow it ({SUPPORTED})")
+    DEFAULT_CFG_DICT[TOPK_ARG] = None  # the dict get_cfg()/the CLI check keys against (DEFAULT_CFG_KEYS is its view)
+    setattr(DEFAULT_CFG, TOPK_ARG, None)
+    for event, models in _TOPK_EVENTS.items():
+        for callback in default_callbacks[event]:
+            if getattr(callback, _HOOK, False):
+                break
+        else:
+            callback = _topk_callback(models)
+            setattr(callback, _HOOK, True)
+            default_callbacks[event].append(callback)  # copied into every new trainer/predictor/exporter
+    _install(BaseValidator, "get_model", ("self", "model", "trainer"), _wrap_get_model)
+
+
+TOPK_ARG = "pst_topk"
+_TOPK_EVENTS = {  # event -> models the callback applies pst_topk to
+    "on_pretrain_routine_end": lambda trainer: (trainer.model, trainer.ema and trainer.ema.ema),
+    "on_predict_start": lambda predictor: (predictor.model,),
+    "on_export_start": lambda exporter: (exporter.model,),
+}
+
+
+def _apply_topk(args, *models) -> None:
+    k = getattr(args, TOPK_ARG, None)
+    if k is not None:
+        for model in models:
+            if isinstance(model, nn.Module):
+                set_topk(model, k)
+
+
+def _topk_callback(models):
+    def apply_pst_topk(obj):
+        """Apply ``obj.args.pst_topk`` to the models of this trainer/predictor/exporter."""
+        _apply_topk(obj.args, *models(obj))
+
+    return apply_pst_topk
+
+
+def _wrap_get_model(get_model):
+    def get_model_with_pst_topk(self, model, trainer=None, **kwargs):
+        """Apply ``pst_topk`` to the (copied) model a standalone validation runs."""
+        model = get_model(self, model, trainer, **kwargs)
+        if trainer is None:
+            _apply_topk(self.args, model)
+        return model
+
+    return get_model_with_pst_topk
 
 
 # ---------------------------------------------------------------------------------------------------------- configs

@@ -1,0 +1,56 @@
+"""Fine attention switch: ``set_topk`` for library users; ``pst_topk=K`` on the CLI and in the YOLO API."""
+
+from __future__ import annotations
+
+import torch.nn as nn
+from ultralytics.utils import LOGGER
+
+from .nn import PSTAttention
+
+__all__ = ("get_topk", "set_topk")
+
+
+def _attention_layers(model) -> list[PSTAttention]:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected a YOLO model or torch nn.Module, got {type(model).__name__}")
+    return [m for m in model.modules() if isinstance(m, PSTAttention)]
+
+
+def set_topk(model, k: int, verbose: bool = True) -> int:
+    """Set fine-attention top-k of every PST layer in ``model`` (0 = coarse only); returns the number of layers set.
+
+    Args:
+        model (ultralytics.YOLO | nn.Module): A YOLO object, its ``.model``, or any module containing PST layers.
+        k (int): Coarse tokens kept per image and head for fine attention. Values above a layer's coarse token count
+            are clamped for that layer at run time (with one warning).
+        verbose (bool): Log the value applied.
+
+    Examples:
+        >>> from pst_yolo import PST
+        >>> set_topk(PST(256, 128, 64, n=2), 8, verbose=False)
+        2
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ValueError(f"pst_topk must be a non-negative integer (0 = coarse attention only), got {k!r}")
+    layers = _attention_layers(model)
+    for attn in layers:
+        attn.topk = k
+        attn._warned_clamp = False
+    if verbose:
+        if layers:
+            LOGGER.info(f"PST: pst_topk={k} ({'coarse only' if k == 0 else 'fine attention on'}, {len(layers)} layers)")
+        else:
+            LOGGER.warning(f"pst_topk={k} ignored: the model has no PST layers (exported models fix it at export)")
+    return len(layers)
+
+
+def get_topk(model) -> int | None:
+    """Return the fine-attention top-k of the PST layers in ``model``, or None if it has none.
+
+    Raises:
+        ValueError: If the layers disagree (only possible after setting ``PSTAttention.topk`` by hand).
+    """
+    values = {attn.topk for attn in _attention_layers(model)}
+    if len(values) > 1:
+        raise ValueError(f"PST layers have different pst_topk values {sorted(values)}: call set_topk(model, k)")
+    return values.pop() if values else None
