@@ -30,8 +30,10 @@ from pathlib import Path
 
 import torch.nn as nn
 
+from .data import load_index
 from .nn import PST
 from .topk import set_topk
+from .utils import resource_path
 
 __all__ = ("register",)
 
@@ -133,23 +135,11 @@ def _wrap_get_model(get_model):
 
 
 # ---------------------------------------------------------------------------------------------------------- configs
-def resource_root() -> Path:
-    """Directory holding ``cfg/`` and ``datasets.yaml``: the package in a wheel, the repo root in a checkout."""
-    here = Path(__file__).resolve().parent
-    for root in (here, here.parent):
-        if (root / "cfg").is_dir() and (root / "datasets.yaml").is_file():
-            return root
-    raise FileNotFoundError(f"pst_yolo resources (cfg/, datasets.yaml) not found beside {here}: reinstall pst-yolo")
-
-
 @lru_cache(maxsize=None)
 def _resources() -> dict[str, Path]:
     """Bare file name -> path for every YAML under ``cfg/``, plus ``NAME``/``NAME.yaml`` for each named dataset."""
-    from ultralytics.utils import YAML
-
-    root = resource_root()
-    files = {p.name: p for p in sorted((root / "cfg").rglob("*.yaml"))}
-    for name, entry in YAML.load(root / "datasets.yaml").items():
+    files = {p.name: p for p in sorted(resource_path("cfg").rglob("*.yaml"))}
+    for name, entry in load_index().items():
         if entry["yaml"] in files:  # datasets defined by Ultralytics itself (coco, coco8) resolve the stock way
             files[name] = files[f"{name}.yaml"] = files[entry["yaml"]]
     return files

@@ -12,6 +12,7 @@ from packaging.version import Version
 
 import pst_yolo
 from pst_yolo import PST, _register
+from pst_yolo.utils import resource_path
 
 ultralytics = pytest.importorskip("ultralytics")
 from ultralytics import YOLO  # noqa: E402
@@ -132,7 +133,7 @@ BAD_ROWS = {
 
 @pytest.mark.parametrize("row, problem", BAD_ROWS.items())
 def test_bad_pst_row_names_the_row(tmp_path, row, problem):
-    text = _register.resource_root().joinpath("cfg/models/yolo11-pst.yaml").read_text()
+    text = resource_path("cfg", "models", "yolo11-pst.yaml").read_text()
     bad = text.replace("[[-1, 10], 2, PST, [512, 2, 0.5]]", row)
     assert bad != text
     (tmp_path / "yolo11n-bad.yaml").write_text(bad)
@@ -142,7 +143,8 @@ def test_bad_pst_row_names_the_row(tmp_path, row, problem):
 
 
 def test_configs_resolve_by_bare_name_from_any_directory(tmp_path, cli_env):
-    code = "import pst_yolo; from ultralytics import YOLO; print(sum(p.numel() for p in YOLO('yolo12m-pst.yaml').parameters()))"
+    code = "import pst_yolo; from ultralytics import YOLO; print("
+    code += "sum(p.numel() for p in YOLO('yolo12m-pst.yaml').model.parameters()))"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=cli_env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert int(out.stdout.split()[-1]) == sum(p.numel() for p in YOLO("yolo12m-pst.yaml").parameters())
+    assert int(out.stdout.split()[-1]) == sum(p.numel() for p in YOLO("yolo12m-pst.yaml").model.parameters())

@@ -1,0 +1,59 @@
+"""Datasets: the offline synthetic ``shapes`` generator and the index of named datasets (``datasets.yaml``).
+
+Nothing here imports Ultralytics; :func:`dataset_yaml` returns what Ultralytics' ``data=`` argument accepts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from ..utils import resource_path
+from .shapes import NAMES, generate
+
+__all__ = ["NAMES", "dataset_yaml", "generate", "load_index"]
+
+
+def load_index() -> dict:
+    """Read the index of named datasets.
+
+    Returns:
+        ``{name: {"yaml": ..., "ann": ..., "description": ...}}`` as written in ``datasets.yaml``; ``ann`` (the COCO
+        val json relative to the dataset root) is absent for datasets without one.
+
+    Examples:
+        >>> sorted(load_index())
+        ['coco', 'coco8', 'shapes']
+    """
+    with open(resource_path("datasets.yaml"), encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def dataset_yaml(name: str) -> Path | str:
+    """Data YAML for a named dataset.
+
+    Args:
+        name: A key of :func:`load_index`, e.g. ``"shapes"`` or ``"coco8"``.
+
+    Returns:
+        The absolute path of a YAML shipped in pst_yolo's ``cfg/datasets`` (``shapes``), else the bare file name
+        of an Ultralytics built-in (``"coco8.yaml"``), which Ultralytics resolves itself.
+
+    Raises:
+        KeyError: If ``name`` is not in the index; the message lists the known names.
+
+    Examples:
+        >>> dataset_yaml("coco8")
+        'coco8.yaml'
+        >>> dataset_yaml("shapes").name
+        'shapes.yaml'
+    """
+    index = load_index()
+    if name not in index:
+        raise KeyError(f"unknown dataset {name!r}; known datasets (datasets.yaml): {', '.join(sorted(index))}")
+    file = index[name]["yaml"]
+    try:
+        return resource_path("cfg", "datasets", file)
+    except FileNotFoundError:  # not shipped by pst_yolo: an Ultralytics built-in
+        return file
