@@ -102,15 +102,24 @@ class PSTAttention(nn.Module):
         B, C, H, W = x.shape
         Hc, Wc = u.shape[2:]
         nh, hd = self.num_heads, self.head_dim
-        q = self.conv_q(x).view(B, nh, hd, H * W).transpose(2, 3)  # (B, nh, N, hd)
-        kv = self.conv_kv(u).view(B, nh, 2 * hd, Hc * Wc)  # (B, nh, 2hd, M)
-        k, v = kv.transpose(2, 3).split(hd, dim=3)  # (B, nh, M, hd) each
+        # Token-major copies (NHWC): SDPA's CPU flash kernel needs a unit stride on the head dim, else it falls back to
+        # the math kernel, which materializes the N×M matrix (4x slower at P3 on a CPU). A permute, not a view, leads
+        # back to the conv maps: at batch 1 a view's backward gives the gradient a non-canonical batch stride, which
+        # torch 2.15's CPU BatchNorm backward gets wrong (tests/test_fast_paths.py).
+        q = self.conv_q(x).permute(0, 2, 3, 1).contiguous().view(B, H * W, nh, hd).transpose(1, 2)  # (B, nh, N, hd)
+        kv = self.conv_kv(u).permute(0, 2, 3, 1).contiguous().view(B, Hc * Wc, nh, 2 * hd).transpose(1, 2)
+        k, v = kv.split(hd, dim=3)  # (B, nh, M, hd) each
         out = self._attend(q, k, v)  # (B, nh, N, hd)
 
         if self.topk:
             out_fine = self._fine(x, q, k, (Hc, Wc))  # (B, nh, N, hd)
-            g = self.gate(torch.cat((out, out_fine), 3).transpose(2, 3).reshape(B, 2 * C, H, W)).sigmoid()
-            g = g.view(B, nh, hd, H * W).transpose(2, 3)  # (B, nh, N, hd)
+            if self.fused_attn:  # the grouped 1x1 gate as per-head matmuls on token rows: no concat, no transposes
+                w = self.gate.weight.view(nh, hd, 2 * hd)  # (nh, hd out, [O_c | O_f] in)
+                g = out @ w[..., :hd].transpose(1, 2) + out_fine @ w[..., hd:].transpose(1, 2)  # (B, nh, N, hd)
+                g = (g + self.gate.bias.view(nh, 1, hd)).sigmoid()
+            else:
+                g = self.gate(torch.cat((out, out_fine), 3).transpose(2, 3).reshape(B, 2 * C, H, W)).sigmoid()
+                g = g.view(B, nh, hd, H * W).transpose(2, 3)  # (B, nh, N, hd)
             out = out + g * (out_fine - out)  # g * O_f + (1 - g) * O_c
 
         out = out.transpose(2, 3).reshape(B, C, H, W)  # (B, C, H, W)
@@ -162,13 +171,15 @@ class PSTAttention(nn.Module):
 
         if self.fused_attn and not self.training:
             # conv_kv is affine here: project only the gathered fine tokens, per head.
-            xg = torch.gather(x.flatten(2).transpose(1, 2), 1, pos.reshape(B, nh * 4 * topk, 1).expand(-1, -1, C))
+            x_tokens = x.permute(0, 2, 3, 1).reshape(B, H * W, C)  # (B, N, C)
+            xg = torch.gather(x_tokens, 1, pos.reshape(B, nh * 4 * topk, 1).expand(-1, -1, C))
             xg = xg.view(B, nh, 4 * topk, C)  # (B, nh, 4k, C)
             w, b = _affine_1x1(self.conv_kv)
             w, b = w.view(nh, 2 * hd, C), b.view(nh, 1, 2 * hd)
             kv = xg @ w.transpose(1, 2) + b  # (B, nh, 4k, 2hd)
         else:
-            kv_map = self.conv_kv(x).view(B, nh, 2 * hd, H * W).transpose(2, 3)  # (B, nh, N, 2hd)
+            kv_map = self.conv_kv(x).permute(0, 2, 3, 1).reshape(B, H * W, nh, 2 * hd)  # (B, N, nh, 2hd)
+            kv_map = kv_map.transpose(1, 2)  # (B, nh, N, 2hd)
             kv = torch.gather(kv_map, 2, pos[..., None].expand(-1, -1, -1, 2 * hd))  # (B, nh, 4k, 2hd)
         k_f, v_f = kv.split(hd, dim=3)  # (B, nh, 4k, hd) each
         return self._attend(q, k_f, v_f, mask)
