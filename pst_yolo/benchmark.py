@@ -54,6 +54,7 @@ __all__ = (
     "attention_flops",
     "layer_attention_flops",
     "peak_memory",
+    "profile_p3_module",
     "run_benchmark",
     "time_interleaved",
 )
@@ -643,6 +644,42 @@ def _naive(module: nn.Module) -> nn.Module:
         if isinstance(attn, PSTAttention):
             attn.fused_attn = False
     return m
+
+
+def profile_p3_module(scale: str = "n", imgsz: int = 640, topk: int = 0, runs: int = 5, rows: int = 12) -> str:
+    """``torch.profiler`` tables (self CPU time by op and input shape) of the P3 PST module, fast path vs naive.
+
+    The evidence behind the module figures: where the fast path spends its time (fused attention vs convolutions)
+    and what the naive formulation adds (``N x M`` matrix products and softmax).
+
+    Args:
+        scale (str): YOLO11 scale whose P3 PST layer is profiled.
+        imgsz (int): Input size of the detector the layer's inputs are captured from.
+        topk (int): Fine-attention top-k.
+        runs (int): Profiled calls (after one warm-up call).
+        rows (int): Rows per table.
+
+    Returns:
+        (str): Two tables, fast path then naive formulation, under headings.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    fused = _inference_copy(_build(f"yolo11{scale}-pst.yaml"), topk)
+    name, (X, U) = _capture_p3(fused, imgsz)
+    fast = dict(fused.named_modules())[name]
+    out = []
+    for label, module in (("fast path", fast), ("naive formulation", _naive(fast))):
+        with torch.inference_mode():
+            module([X, U])
+            with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+                for _ in range(runs):
+                    module([X, U])
+        table = prof.key_averages(group_by_input_shape=True).table(
+            sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=45, max_shapes_column_width=70
+        )
+        shape = f"X {tuple(X.shape)}, U {tuple(U.shape)}"
+        out.append(f"#### yolo11{scale}-pst P3 PST layer ({shape}), pst_topk={topk}, {label}, {runs} calls\n\n{table}")
+    return "\n".join(out)
 
 
 def _bench_module(s: BenchmarkSettings, scale: str, result: BenchmarkResult) -> None:

@@ -16,8 +16,10 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
 import pst_yolo  # noqa: F401  (registers PST with Ultralytics)
-from pst_yolo.benchmark import BenchmarkSettings, run_benchmark
+from pst_yolo.benchmark import FINE_TOPK, BenchmarkSettings, profile_p3_module, run_benchmark
 
 
 def _scales(text: str) -> tuple[str, ...]:
@@ -48,6 +50,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-scales", type=_scales, default=("s",), help="scales for the training step (default s)")
     p.add_argument("--train-batch", type=int, default=8, help="images per training step (default 8)")
     p.add_argument("--train-runs", type=int, default=5, help="timed training steps per model (default 5)")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of benchmarking, print torch.profiler tables of the P3 PST module (fast vs naive) per scale",
+    )
     p.add_argument(
         "--quick",
         action="store_true",
@@ -84,6 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"benchmark.py: {e}", file=sys.stderr)
         return 2
+    if args.profile:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        for scale in settings.scales:
+            for k in (0, FINE_TOPK):
+                print(profile_p3_module(scale, settings.imgsz, k), flush=True)
+        return 0
     result = run_benchmark(settings, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     table = result.to_markdown()
     print(table)
