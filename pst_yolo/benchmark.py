@@ -11,8 +11,8 @@ What is measured (``run_benchmark``), for each scale (n/s/m) at one image size:
   are also counted analytically per PST layer (``attention_flops``) and reported on their own.
 - **inference latency**, batch 1: PyTorch eager (CPU; CUDA too when present) on BN-fused eval models, and ONNX Runtime
   CPU on models exported by Ultralytics' own exporter (``format=onnx``, its default opset, onnxslim). Baseline and PST
-  runs are interleaved round by round (ABC, BCA, CAB, ...) after a warm-up; latency is the median, and a ratio is the
-  median of the per-round ratios, so slow drifts of a shared machine's load cancel.
+  runs are interleaved round by round (ABC, BCA, CAB, ...) after a warm-up, so every variant sees the same (shared,
+  drifting) machine load; latency is the median and a ratio is the ratio of medians (the CSV keeps every run).
 - **one training step** (forward, Ultralytics detection loss on a synthetic batch, backward) at a fixed batch: time
   (interleaved as above) and peak tensor memory, i.e. the highest ``total_allocated`` of PyTorch's CPU allocator that
   ``torch.profiler`` (``profile_memory=True``) records during one step, minus its value when the step starts. Process
@@ -239,9 +239,14 @@ def _median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def _paired_ratio(a: list[float], b: list[float]) -> float:
-    """Median over rounds of ``a[r] / b[r]``: both timed in the same round, under the same load."""
-    return statistics.median(x / y for x, y in zip(a, b))
+def _ratio(a: list[float], b: list[float]) -> float:
+    """Ratio of the medians of two interleaved series."""
+    return statistics.median(a) / statistics.median(b)
+
+
+def _runs(values: list[float]) -> str:
+    """Every timed run (ms), for the CSV."""
+    return " ".join(f"{v:.2f}" for v in values)
 
 
 def peak_memory(fn: Callable[[], object]) -> int:
@@ -435,7 +440,7 @@ class BenchmarkResult:
             f"{e['load_end']} at end. Date: {e['date']}.",
             f"torch {e['torch']}, onnxruntime {e['onnxruntime']}, ultralytics {e['ultralytics']}; imgsz {e['imgsz']}, "
             f"batch 1, {e['runs']} interleaved runs after {e['warmup']} warm-up rounds, {e['clock']} (median; ratio = "
-            f"median of per-round ratios). CUDA: {e['cuda']}.",
+            f"ratio of medians). CUDA: {e['cuda']}.",
             "",
         ]
         if self.models:
@@ -585,7 +590,8 @@ def _bench_models(s: BenchmarkSettings, scale: str, result: BenchmarkResult, tmp
     def ratios(times: dict[str, list[float]], key: str) -> None:
         for name, row in rows.items():
             row[f"{key}_ms"] = _median(times[name])
-            row[f"{key}_ratio"] = _paired_ratio(times[name], times[base_name])
+            row[f"{key}_ratio"] = _ratio(times[name], times[base_name])
+            row[f"{key}_runs_ms"] = _runs(times[name])
 
     eager = {name: _inference_copy(model, k) for name, (model, k) in variants.items()}
     with torch.inference_mode():
@@ -728,7 +734,7 @@ def _module_row(scale, mode, shape, times, mem, diff) -> dict:
         shape=shape,
         fast_ms=_median(times["fast"]),
         naive_ms=_median(times["naive"]),
-        speedup=_paired_ratio(times["naive"], times["fast"]),
+        speedup=_ratio(times["naive"], times["fast"]),
         fast_mb=mem["fast"] / 2**20,
         naive_mb=mem["naive"] / 2**20,
         rel_diff=diff,
@@ -758,7 +764,8 @@ def _bench_train(s: BenchmarkSettings, scale: str, result: BenchmarkResult) -> N
         row.update(
             flops_ratio=row["gflops"] / rows[base]["gflops"],
             step_ms=_median(times[name]),
-            time_ratio=_paired_ratio(times[name], times[base]),
+            time_ratio=_ratio(times[name], times[base]),
+            step_runs_ms=_runs(times[name]),
             mem_ratio=row["peak_mb"] / rows[base]["peak_mb"],
         )
     result.train += list(rows.values())
