@@ -502,6 +502,10 @@ class BenchmarkResult:
         for i, (key, label) in enumerate(series):
             xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(pst_rows))]
             ax.bar(xs, [r.get(key) or 0 for r in pst_rows], width, label=label)
+        limits = [r["flops_ratio"] + 0.05 for r in pst_rows]
+        ax.scatter(range(len(pst_rows)), limits, marker="_", s=900, color="k", zorder=3, label="GFLOPs ratio + 0.05")
+        top = max([r.get(k) or 0 for r in pst_rows for k, _ in series] + limits, default=1.0)
+        ax.set_ylim(0.8, top + 0.08)
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xticks(range(len(pst_rows)), labels)
         ax.set_ylabel("YOLO11-PST / YOLO11")
