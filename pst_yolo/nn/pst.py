@@ -34,11 +34,12 @@ class PST(nn.Module):
         >>> m = PST(384, 256, 128, n=1)
         >>> print(m([torch.randn(1, 384, 40, 40), torch.randn(1, 256, 20, 20)]).shape)
         torch.Size([1, 128, 40, 40])
-        >>> for size in (80, 40):  # both fusions of a YOLO11n neck at 640 px: P4 (U = P5), then P3 (U = P4)
-        ...     c1, c_up, c2 = (384, 256, 128) if size == 40 else (256, 128, 64)
-        ...     print(size, PST(c1, c_up, c2)([torch.randn(1, c1, size, size), torch.randn(1, c_up, size // 2, size // 2)]).shape)
-        80 torch.Size([1, 64, 80, 80])
+        >>> # both fusions of a YOLO11n neck at 640 px: P4 (U = P5, 20x20), then P3 (U = backbone P4, 40x40)
+        >>> for c1, c_up, c2, size in ((384, 256, 128, 40), (256, 128, 64, 80)):
+        ...     x, u = torch.randn(1, c1, size, size), torch.randn(1, c_up, size // 2, size // 2)
+        ...     print(size, PST(c1, c_up, c2)([x, u]).shape)
         40 torch.Size([1, 128, 40, 40])
+        80 torch.Size([1, 64, 80, 80])
     """
 
     def __init__(self, c1: int, c_up: int, c2: int, n: int = 1, mlp_ratio: float = 2.0, e: float = 0.5, k: int = 0):
