@@ -11,8 +11,12 @@ values come from the next coarser map ``u`` (B, C, Hc, Wc) with ``Hc = ceil(H / 
 Two implementations of the same function live side by side (chosen by ``fused_attn``):
 
 - fused (default): ``F.scaled_dot_product_attention`` for both paths, selection from the mean query, and fine
-  keys/values projected only at the gathered positions when ``conv_kv`` is affine (eval mode or fused BN);
-- plain: explicit attention matrices and a full ``conv_kv`` on the fine map (what the equations say literally).
+  keys/values projected only at the gathered positions;
+- plain: explicit attention matrices and ``conv_kv`` over the whole fine map (what the equations say literally).
+
+The fine path always applies ``conv_kv`` as its inference-time affine map (BatchNorm with running statistics), also in
+training: fine attention then computes the same function in training and inference, and fine-map statistics never
+leak into the BatchNorm that the coarse keys/values use.
 
 Token selection is deterministic (no noise) and exportable: top-k runs with a constant ``k`` over scores padded to
 at least ``k`` entries, and the padding, as well as 2x2 patch positions outside odd-sized fine maps, is masked out of
@@ -160,15 +164,15 @@ class PSTAttention(nn.Module):
         valid = valid.reshape(B, nh, 1, 4 * topk)
         mask = torch.zeros(valid.shape, dtype=q.dtype, device=x.device).masked_fill(~valid, float("-inf"))
 
-        if self.fused_attn and not self.training:
-            # conv_kv is affine here: project only the gathered fine tokens, per head.
+        # Fine keys/values: conv_kv as the affine map it is at inference (BN with running statistics), in training too,
+        # so the fine path is the same function in both modes and never feeds the fine map into BN's statistics.
+        w, b = _affine_1x1(self.conv_kv)  # (2C, C), (2C,)
+        if self.fused_attn:  # project only the gathered 4k fine tokens, per head
             xg = torch.gather(x.flatten(2).transpose(1, 2), 1, pos.reshape(B, nh * 4 * topk, 1).expand(-1, -1, C))
             xg = xg.view(B, nh, 4 * topk, C)  # (B, nh, 4k, C)
-            w, b = _affine_1x1(self.conv_kv)
-            w, b = w.view(nh, 2 * hd, C), b.view(nh, 1, 2 * hd)
-            kv = xg @ w.transpose(1, 2) + b  # (B, nh, 4k, 2hd)
-        else:
-            kv_map = self.conv_kv(x).view(B, nh, 2 * hd, H * W).transpose(2, 3)  # (B, nh, N, 2hd)
+            kv = xg @ w.view(nh, 2 * hd, C).transpose(1, 2) + b.view(nh, 1, 2 * hd)  # (B, nh, 4k, 2hd)
+        else:  # the whole fine K/V map, then gather
+            kv_map = F.conv2d(x, w[..., None, None], b).view(B, nh, 2 * hd, H * W).transpose(2, 3)  # (B, nh, N, 2hd)
             kv = torch.gather(kv_map, 2, pos[..., None].expand(-1, -1, -1, 2 * hd))  # (B, nh, 4k, 2hd)
         k_f, v_f = kv.split(hd, dim=3)  # (B, nh, 4k, hd) each
         return self._attend(q, k_f, v_f, mask)
