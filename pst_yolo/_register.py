@@ -25,7 +25,7 @@ import inspect
 import logging
 import os
 import re
-from functools import lru_cache, wraps
+from functools import cache, wraps
 from pathlib import Path
 
 import torch.nn as nn
@@ -135,7 +135,7 @@ def _wrap_get_model(get_model):
 
 
 # ---------------------------------------------------------------------------------------------------------- configs
-@lru_cache(maxsize=None)
+@cache
 def _resources() -> dict[str, Path]:
     """Bare file name -> path for every YAML under ``cfg/``, plus ``NAME``/``NAME.yaml`` for each named dataset."""
     files = {p.name: p for p in sorted(resource_path("cfg").rglob("*.yaml"))}
