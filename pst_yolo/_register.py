@@ -17,8 +17,9 @@
    for standalone val by wrapping ``BaseValidator.get_model`` (no callback there sees the model before it runs).
 4. ``generate_ddp_file`` (``ultralytics.utils.dist``) is wrapped so that the worker script of multi-GPU training
    imports pst_yolo before it unpickles the trainer state and rebuilds the trainer from its arguments. Otherwise the
-   workers know PST only if that state happens to reference a pst_yolo object (it need not: resuming from
-   ``last.pt`` pickles the model as a path), and they reject ``pst_topk`` and ``yolo11n-pst.yaml``.
+   workers know PST only if that state happens to reference a pst_yolo object (it need not: a YAML model or a resumed
+   ``last.pt`` is pickled as its name, and a YOLO object created before ``import pst_yolo`` lacks pst_yolo's
+   callbacks), and they reject ``pst_topk`` (always among the trainer's arguments) and ``yolo11n-pst.yaml``.
 5. Restricted loading (``ULTRALYTICS_SAFE_LOAD=1``): PST, PSTBlock and PSTAttention are added to the allow-list of
    ``ultralytics.nn.tasks._SafeLoad`` (its ``_registry``, built by ``_build``), and nothing else, so checkpoints with
    PST layers load once pst_yolo is imported while any other unknown class is still refused.

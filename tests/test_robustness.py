@@ -176,7 +176,7 @@ def test_batch_sizes_1_to_32_are_independent(fused):
     torch.testing.assert_close(batch, singles, rtol=1e-5, atol=1e-5)
 
 
-@settings(max_examples=25, deadline=None, derandomize=True)
+@settings(max_examples=20, deadline=None, derandomize=True)
 @given(
     b=st.integers(1, 3), heads=st.integers(1, 3), head_dim=st.sampled_from([2, 4, 8]),
     h=st.integers(1, 11), w=st.integers(1, 11), k_extra=st.integers(0, 3), k_frac=st.floats(0, 1),
@@ -279,8 +279,8 @@ def test_masked_candidates_never_give_nan(fused, dtype, fine, k):
     assert (y.float() - ref).abs().max() <= TOL[dtype] * ref.abs().max()
 
 
-@pytest.mark.parametrize("inputs, autocast", [(torch.float16, False), (torch.float16, True), (torch.float32, True)])
-def test_plain_path_softmax_in_fp32_beyond_fp16_range(inputs, autocast):
+@pytest.mark.parametrize("autocast", [False, True])
+def test_plain_path_softmax_in_fp32_beyond_fp16_range(autocast):
     """Logits beyond 65504 overflow fp16; the plain path computes them (and the softmax) in fp32 like the fused
     kernel, also under fp16 autocast, instead of returning NaN."""
     attn = PSTAttention(32).eval()
@@ -290,8 +290,8 @@ def test_plain_path_softmax_in_fp32_beyond_fp16_range(inputs, autocast):
     k, v = torch.rand(1, 1, 9, 32) * 200, torch.randn(1, 1, 9, 32)
     ref = F.scaled_dot_product_attention(q, k, v)
     with torch.autocast("cpu", dtype=torch.float16, enabled=autocast):
-        y = attn._attend(q.to(inputs), k.to(inputs), v.to(inputs))
-    assert y.dtype == inputs and y.isfinite().all()
+        y = attn._attend(q.half(), k.half(), v.half())  # half as conv outputs are in a half model or under autocast
+    assert y.dtype == torch.float16 and y.isfinite().all()
     torch.testing.assert_close(y.float(), ref, rtol=1e-2, atol=1e-2)
 
 
