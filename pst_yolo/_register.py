@@ -15,6 +15,14 @@
    dict (so CLI/API key checks accept it and ``args.yaml`` records it), applied by default callbacks for train
    (``on_pretrain_routine_end``: model and EMA), predict (``on_predict_start``) and export (``on_export_start``), and
    for standalone val by wrapping ``BaseValidator.get_model`` (no callback there sees the model before it runs).
+4. ``generate_ddp_file`` (``ultralytics.utils.dist``) is wrapped so that the worker script of multi-GPU training
+   imports pst_yolo before it unpickles the trainer state and rebuilds the trainer from its arguments. Otherwise the
+   workers know PST only if that state happens to reference a pst_yolo object (it need not: a YAML model or a resumed
+   ``last.pt`` is pickled as its name, and a YOLO object created before ``import pst_yolo`` lacks pst_yolo's
+   callbacks), and they reject ``pst_topk`` (always among the trainer's arguments) and ``yolo11n-pst.yaml``.
+5. Restricted loading (``ULTRALYTICS_SAFE_LOAD=1``): PST, PSTBlock and PSTAttention are added to the allow-list of
+   ``ultralytics.nn.tasks._SafeLoad`` (its ``_registry``, built by ``_build``), and nothing else, so checkpoints with
+   PST layers load once pst_yolo is imported while any other unknown class is still refused.
 
 Every hooked name is checked before it is wrapped: a newer Ultralytics that moves one fails loudly at import.
 """
@@ -76,6 +84,8 @@ def register() -> None:
     for module in (checks, data_utils):
         _install(module, "check_file", ("file", "suffix", "download"), _wrap_check_file)
     _register_topk_argument()
+    _register_ddp_worker_import()
+    _register_safe_load_classes()
 
 
 # --------------------------------------------------------------------------------------------------------- pst_topk
@@ -267,3 +277,71 @@ class _Capture(logging.Filter):
             if i in lines:
                 record.msg, record.args = lines[i], None
             logger.handle(record)
+
+
+# ------------------------------------------------------------------------------------------------------ DDP workers
+_DDP_IMPORT = "import pst_yolo  # added by pst_yolo: registers PST, its configs and pst_topk in this worker\n"
+
+
+def _register_ddp_worker_import() -> None:
+    import ultralytics.utils.dist as dist
+
+    # generate_ddp_command() looks generate_ddp_file up in its own module at call time, so wrapping it there suffices.
+    _target(dist, "generate_ddp_command", ("trainer",))
+    _install(dist, "generate_ddp_file", ("trainer",), _wrap_generate_ddp_file)
+
+
+def _wrap_generate_ddp_file(generate_ddp_file):
+    def generate_ddp_file_with_pst(trainer):
+        """Ultralytics' DDP worker script with ``import pst_yolo`` right after it sets ``sys.path``."""
+        import ultralytics
+
+        file = generate_ddp_file(trainer)
+        path = Path(file)
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        at = next((i for i, line in enumerate(lines) if line.lstrip().startswith("sys.path = ")), None)
+        if at is None:
+            raise RuntimeError(
+                f"pst_yolo cannot add 'import pst_yolo' to the DDP worker script {file} of ultralytics "
+                f"{ultralytics.__version__} (no 'sys.path = ' line); pst_yolo is tested with {SUPPORTED}"
+            )
+        indent = lines[at][: len(lines[at]) - len(lines[at].lstrip())]
+        lines.insert(at + 1, indent + _DDP_IMPORT)
+        path.write_text("".join(lines), encoding="utf-8")
+        return file
+
+    return generate_ddp_file_with_pst
+
+
+# -------------------------------------------------------------------------------------------------- restricted load
+def _safe_classes() -> dict:
+    """Allow-list entries ``{"module.Name": class}`` for exactly the classes a PST checkpoint pickles."""
+    from .nn import PSTAttention, PSTBlock
+
+    return {f"{c.__module__}.{c.__qualname__}": c for c in (PST, PSTBlock, PSTAttention)}
+
+
+def _register_safe_load_classes() -> None:
+    import ultralytics
+    from ultralytics.nn import tasks
+
+    safe_load = getattr(tasks, "_SafeLoad", None)
+    build = vars(safe_load).get("_build") if isinstance(safe_load, type) else None
+    if not (isinstance(build, classmethod) and hasattr(safe_load, "_registry") and hasattr(safe_load, "_lock")):
+        raise ImportError(
+            f"pst_yolo cannot add PST to the restricted-loading allow-list of ultralytics {ultralytics.__version__} "
+            f"(ultralytics.nn.tasks._SafeLoad._build/_registry changed); pst_yolo is tested with {SUPPORTED}"
+        )
+    if not getattr(build.__func__, _HOOK, False):
+        original = build.__func__
+
+        @wraps(original)
+        def _build_with_pst(cls):
+            """Ultralytics' allow-list plus PST's three classes."""
+            return {**original(cls), **_safe_classes()}
+
+        setattr(_build_with_pst, _HOOK, True)
+        safe_load._build = classmethod(_build_with_pst)
+    with safe_load._lock:
+        if safe_load._registry is not None:  # a restricted load ran before pst_yolo was imported
+            safe_load._registry.update(_safe_classes())

@@ -126,6 +126,11 @@ class PSTAttention(nn.Module):
         """softmax(q kᵀ / √d + mask) v for (B, nh, N, hd) queries and (B, nh, T, hd) keys/values."""
         if self.fused_attn:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if q.dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(q.device.type):
+            # Logits and softmax in fp32 (as the fused kernels accumulate), also under autocast: fp16 logits overflow
+            # past 65504 and a row of inf turns into NaN after softmax.
+            with torch.autocast(q.device.type, enabled=False):
+                return self._attend(q.float(), k.float(), v.float(), mask).to(v.dtype)
         attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, nh, N, T)
         if mask is not None:
             attn = attn + mask

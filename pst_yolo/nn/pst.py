@@ -59,11 +59,17 @@ class PST(nn.Module):
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         """Fuse ``xs = [X (B, c1, H, W), U (B, c_up, ceil(H/2), ceil(W/2))]``; returns (B, c2, H, W)."""
         if not isinstance(xs, (list, tuple)) or len(xs) != 2:
-            raise TypeError("PST.forward expects [x_fine, x_coarse]: its YAML 'from' must name two layers")
+            raise TypeError(f"{self._name()} expects [x_fine, x_coarse]: its YAML 'from' must name two layers")
         X, U = xs
+        c1, c_up = self.cv1.conv.in_channels, self.cvup.conv.in_channels
+        if X.shape[1] != c1 or U.shape[1] != c_up:
+            raise ValueError(
+                f"{self._name()}: got {X.shape[1]} fine and {U.shape[1]} coarse channels, built for {c1} and {c_up}; "
+                f"pass [x_fine, x_coarse] in this order with the channels given to PST(c1, c_up, ...)"
+            )
         if X.shape[2] != 2 * U.shape[2] - X.shape[2] % 2 or X.shape[3] != 2 * U.shape[3] - X.shape[3] % 2:
             raise ValueError(
-                f"PST: coarse map {tuple(U.shape[2:])} is not the next pyramid level of the fine map "
+                f"{self._name()}: coarse map {tuple(U.shape[2:])} is not the next pyramid level of the fine map "
                 f"{tuple(X.shape[2:])} (expected ceil(H/2) x ceil(W/2)); check the YAML 'from' of this PST row"
             )
         x, u = self.cv1(X), self.cvup(U)
@@ -71,3 +77,7 @@ class PST(nn.Module):
         for block in self.m:
             y.append(block(y[-1], u))
         return self.cv2(torch.cat(y, 1))
+
+    def _name(self) -> str:
+        """``PST`` plus the YAML row index and ``from`` that Ultralytics' parser sets on layers (``i``, ``f``)."""
+        return f"PST row {self.i} (from {self.f})" if hasattr(self, "i") else "PST"
