@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from nn.reference import pst_attention_ref, randomize_  # tests/nn: the naive reference
 
 from pst_yolo import PST, PSTAttention, PSTBlock, get_topk, set_topk
 from pst_yolo.utils import resource_path
@@ -29,17 +30,8 @@ TOL = {torch.float16: 1e-2, torch.bfloat16: 4e-2}
 # --------------------------------------------------------------------------------------------------------- helpers
 def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
     """Non-trivial BatchNorm statistics and gate weights (the gate starts at zero), so every term matters."""
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-        elif isinstance(m, PSTAttention):
-            m.gate.weight.data.copy_(torch.randn(m.gate.weight.shape, generator=g) * 0.3)
-            m.gate.bias.data.copy_(torch.randn(m.gate.bias.shape, generator=g) * 0.3)
-    return module
+    with torch.no_grad():
+        return randomize_(module, seed)
 
 
 def set_fused(module: nn.Module, fused: bool) -> nn.Module:
@@ -54,40 +46,12 @@ def coarse_hw(h: int, w: int) -> tuple[int, int]:
 
 
 def reference_attention(attn: PSTAttention, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """PSTAttention (eval mode) written from the equations of DESIGN.md §2, one image and head at a time.
-
-    Fine tokens are listed explicitly: coarse token j = (r, c) covers fine positions (2r + dr, 2c + dc) for dr, dc in
-    {0, 1} that lie inside the H x W map; top-k is clamped to the number of coarse tokens.
-    """
-    B, C, H, W = x.shape
-    Hc, Wc = u.shape[2:]
-    nh, d, M = attn.num_heads, attn.head_dim, Hc * Wc
-    Q = attn.conv_q(x).reshape(B, nh, d, H * W)
-    KVc = attn.conv_kv(u).reshape(B, nh, 2 * d, M)  # per head [K | V]
-    KVf = attn.conv_kv(x).reshape(B, nh, 2 * d, H * W)  # same conv on the fine map
-    out = torch.empty(B, nh, d, H * W, dtype=x.dtype)
-    for b in range(B):
-        for h in range(nh):
-            q, k, v = Q[b, h].T, KVc[b, h, :d].T, KVc[b, h, d:].T  # (N, d), (M, d), (M, d)
-            logits = q @ k.T / math.sqrt(d)  # (N, M)
-            o = o_c = logits.softmax(-1) @ v
-            if attn.topk:
-                chosen = logits.mean(0).topk(min(attn.topk, M)).indices.tolist()
-                pos = [(2 * r + dr) * W + 2 * c + dc for r, c in (divmod(j, Wc) for j in chosen)
-                       for dr in (0, 1) for dc in (0, 1) if 2 * r + dr < H and 2 * c + dc < W]
-                kf, vf = KVf[b, h, :d, pos].T, KVf[b, h, d:, pos].T  # (P, d)
-                o_f = (q @ kf.T / math.sqrt(d)).softmax(-1) @ vf
-                gw, gb = attn.gate.weight[h * d:(h + 1) * d, :, 0, 0], attn.gate.bias[h * d:(h + 1) * d]
-                g = torch.sigmoid(torch.cat((o_c, o_f), 1) @ gw.T + gb)  # per head: [O_c | O_f] -> d gate logits
-                o = g * o_f + (1 - g) * o_c
-            out[b, h] = o.T
-    v_map = KVc[:, :, d:].reshape(B, C, Hc, Wc)
-    pe = F.interpolate(attn.pe(v_map), size=(H, W), mode="bilinear", align_corners=False)
-    return attn.proj(out.reshape(B, C, H, W) + pe)
+    """The naive reference of tests/nn/reference.py (written from DESIGN.md §2), output only."""
+    return pst_attention_ref(attn, x, u)[0]
 
 
 def check_attention(attn: PSTAttention, x: torch.Tensor, u: torch.Tensor) -> None:
-    """Eval: fused == plain == reference, all finite. Train: fused == plain (both use batch statistics)."""
+    """Eval: fused == plain == reference, all finite. Train: fused == plain from the same state."""
     attn.eval()
     with torch.no_grad():
         ref = reference_attention(attn, x, u)
@@ -98,7 +62,8 @@ def check_attention(attn: PSTAttention, x: torch.Tensor, u: torch.Tensor) -> Non
             torch.testing.assert_close(y, ref, rtol=1e-7, atol=1e-9)
         if u[:, 0].numel() > 1:  # BatchNorm needs more than one value per channel in training
             attn.train()
-            train = [set_fused(attn, fused)(x, u) for fused in (True, False)]
+            # a copy each: a training forward updates BN running statistics, which the fine path reads
+            train = [set_fused(copy.deepcopy(attn), fused)(x, u) for fused in (True, False)]
             torch.testing.assert_close(train[0], train[1], rtol=1e-7, atol=1e-9)
     attn.eval().fused_attn = True
 
