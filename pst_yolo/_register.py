@@ -102,9 +102,15 @@ def _register_topk_argument() -> None:
 TOPK_ARG = "pst_topk"
 _TOPK_EVENTS = {  # event -> models the callback applies pst_topk to
     "on_pretrain_routine_end": lambda trainer: (trainer.model, trainer.ema and trainer.ema.ema),
-    "on_predict_start": lambda predictor: (predictor.model,),
+    "on_predict_start": lambda predictor: (_backend_module(predictor.model),),
     "on_export_start": lambda exporter: (exporter.model,),
 }
+
+
+def _backend_module(model):
+    """The PyTorch model in an ``AutoBackend``, whose ``backend`` (8.4) is not an nn.Module (``modules()`` stops)."""
+    inner = getattr(getattr(model, "backend", None), "model", None)
+    return inner if isinstance(inner, nn.Module) else model
 
 
 def _apply_topk(args, *models) -> None:
