@@ -23,6 +23,12 @@
 5. Restricted loading (``ULTRALYTICS_SAFE_LOAD=1``): PST, PSTBlock and PSTAttention are added to the allow-list of
    ``ultralytics.nn.tasks._SafeLoad`` (its ``_registry``, built by ``_build``), and nothing else, so checkpoints with
    PST layers load once pst_yolo is imported while any other unknown class is still refused.
+6. TensorRT export (``format=engine``): ``Exporter.__call__`` is wrapped to fail first, in one sentence
+   (``pst_yolo.export.ExportBackendError``), when TensorRT or a CUDA GPU is missing, instead of Ultralytics'
+   traceback from ``select_device`` or its pip-install attempt; ``ultralytics.utils.export.engine.onnx2engine`` is
+   wrapped to check the intermediate ONNX against TensorRT 10's parser table before building (``check_trt_ops``).
+   A default ``on_export_start`` callback (after the pst_topk one) records the exported ``pst_topk`` in the export
+   metadata (ONNX ``metadata_props``, OpenVINO ``metadata.yaml``), since an exported graph has it fixed.
 
 Every hooked name is checked before it is wrapped: a newer Ultralytics that moves one fails loudly at import.
 """
@@ -86,6 +92,7 @@ def register() -> None:
     _register_topk_argument()
     _register_ddp_worker_import()
     _register_safe_load_classes()
+    _register_export_checks()
 
 
 # --------------------------------------------------------------------------------------------------------- pst_topk
@@ -112,9 +119,15 @@ def _register_topk_argument() -> None:
 TOPK_ARG = "pst_topk"
 _TOPK_EVENTS = {  # event -> models the callback applies pst_topk to
     "on_pretrain_routine_end": lambda trainer: (trainer.model, trainer.ema and trainer.ema.ema),
-    "on_predict_start": lambda predictor: (predictor.model,),
+    "on_predict_start": lambda predictor: (_backend_module(predictor.model),),
     "on_export_start": lambda exporter: (exporter.model,),
 }
+
+
+def _backend_module(model):
+    """The PyTorch model in an ``AutoBackend``, whose ``backend`` (8.4) is not an nn.Module (``modules()`` stops)."""
+    inner = getattr(getattr(model, "backend", None), "model", None)
+    return inner if isinstance(inner, nn.Module) else model
 
 
 def _apply_topk(args, *models) -> None:
@@ -345,3 +358,51 @@ def _register_safe_load_classes() -> None:
     with safe_load._lock:
         if safe_load._registry is not None:  # a restricted load ran before pst_yolo was imported
             safe_load._registry.update(_safe_classes())
+# ----------------------------------------------------------------------------------------------------------- export
+def _register_export_checks() -> None:
+    import ultralytics.utils.export.engine as export_engine
+    from ultralytics.engine.exporter import Exporter
+    from ultralytics.utils.callbacks.base import default_callbacks
+
+    # Exporter.__call__ runs select_device (fails without CUDA) before any callback; only a wrapper comes first.
+    _install(Exporter, "__call__", ("self", "model"), _wrap_export_call)
+    # Exporter.export_engine imports onnx2engine from this module at call time, so wrapping the attribute covers it.
+    _install(export_engine, "onnx2engine", ("onnx_file", "output_file"), _wrap_onnx2engine)
+    callbacks = default_callbacks["on_export_start"]
+    if not any(getattr(c, _HOOK, False) and c.__name__ == _record_topk.__name__ for c in callbacks):
+        setattr(_record_topk, _HOOK, True)
+        callbacks.append(_record_topk)  # after apply_pst_topk (registered first)
+
+
+def _record_topk(exporter) -> None:
+    """Write the exported model's fine-attention top-k into the export metadata as ``pst_topk``."""
+    from .topk import get_topk
+
+    k = get_topk(exporter.model)
+    if k is not None:
+        exporter.metadata[TOPK_ARG] = k
+
+
+def _wrap_export_call(call):
+    from .export.backends import ENGINE_FORMATS, ExportBackendError, tensorrt_problem
+
+    def export_with_backend_check(self, model=None, *args, **kwargs):
+        """Raise ``ExportBackendError`` (one sentence) if ``format=engine`` cannot run here; else export as usual."""
+        if str(self.args.format).lower() in ENGINE_FORMATS:
+            problem = tensorrt_problem(getattr(self.args, "model", None))
+            if problem:
+                raise ExportBackendError(problem)
+        return call(self, model, *args, **kwargs)
+
+    return export_with_backend_check
+
+
+def _wrap_onnx2engine(onnx2engine):
+    from .export.backends import check_onnx_for_tensorrt
+
+    def onnx2engine_after_op_check(onnx_file, *args, **kwargs):
+        """Check ``onnx_file`` against TensorRT 10's ONNX parser table, then build the engine."""
+        check_onnx_for_tensorrt(onnx_file)
+        return onnx2engine(onnx_file, *args, **kwargs)
+
+    return onnx2engine_after_op_check

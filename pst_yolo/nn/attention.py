@@ -142,7 +142,7 @@ class PSTAttention(nn.Module):
         Hc, Wc = coarse_hw
         nh, hd, topk = self.num_heads, self.head_dim, self.topk
         M = Hc * Wc
-        if topk > M and not self._warned_clamp and not torch.jit.is_tracing():
+        if not torch.jit.is_tracing() and topk > M and not self._warned_clamp:  # tracing: no tensor-to-bool
             self._warned_clamp = True  # once per layer
             LOGGER.warning(
                 f"PSTAttention: pst_topk={topk} exceeds the {M} coarse tokens of a {Hc}x{Wc} map; "
@@ -157,7 +157,7 @@ class PSTAttention(nn.Module):
         scores = scores * self.scale
         # Constant-k top-k (exportable): pad to >= topk tokens; padded picks are masked out below.
         scores = torch.cat((scores, scores.new_full((B, nh, topk), float("-inf"))), 2)  # (B, nh, M + topk)
-        idx = scores.topk(topk, dim=2, sorted=False).indices  # (B, nh, topk)
+        idx = scores.topk(topk, dim=2, sorted=True).indices  # (B, nh, topk); TensorRT 10 needs sorted TopK
 
         # Map coarse token j = (r, c) to fine positions (2r + dr, 2c + dc); drop padding and out-of-map positions.
         r, c = idx.div(Wc, rounding_mode="floor"), idx.remainder(Wc)
@@ -165,7 +165,8 @@ class PSTAttention(nn.Module):
         rows = 2 * r[..., None, None] + offsets[:, None]  # (B, nh, topk, 2, 1)
         cols = 2 * c[..., None, None] + offsets[None, :]  # (B, nh, topk, 1, 2)
         valid = (idx[..., None, None] < M) & (rows < H) & (cols < W)  # (B, nh, topk, 2, 2)
-        pos = (rows.clamp(max=H - 1) * W + cols.clamp(max=W - 1)).reshape(B, nh, 4 * topk)  # (B, nh, 4k)
+        # where, not clamp: integer clamp exports as an INT64 Clip, which TensorRT 10 cannot parse (Clip is float-only)
+        pos = (torch.where(rows < H, rows, H - 1) * W + torch.where(cols < W, cols, W - 1)).reshape(B, nh, 4 * topk)
         valid = valid.reshape(B, nh, 1, 4 * topk)
         mask = torch.zeros(valid.shape, dtype=q.dtype, device=x.device).masked_fill(~valid, float("-inf"))
 
