@@ -127,7 +127,7 @@ def _native(model):
     return model if isinstance(model, nn.Module) else None
 
 
-def _apply_topk(args, *models) -> int | None:
+def _apply_topk(args, *models, verbose: bool = True) -> int | None:
     """Apply ``args.pst_topk`` to ``models`` (logged once); when it is None, log the value the model keeps.
 
     Returns:
@@ -137,12 +137,12 @@ def _apply_topk(args, *models) -> int | None:
     k = getattr(args, TOPK_ARG, None)
     if k is None:
         k = get_topk(models[0]) if models else None
-        if k is not None:
+        if k is not None and verbose:
             mode = "coarse only" if k == 0 else "fine attention on"
             LOGGER.info(f"PST: {TOPK_ARG}={k} (the model's own value; {mode})")
         return k
     for i, model in enumerate(models):
-        set_topk(model, k, verbose=i == 0)
+        set_topk(model, k, verbose=verbose and i == 0)
     return k
 
 
@@ -150,7 +150,7 @@ def _warn_exported(args, model) -> None:
     """Warn that ``args.pst_topk`` (if given) cannot change the exported ``model`` (a path or format name)."""
     if getattr(args, TOPK_ARG, None) is not None:
         LOGGER.warning(
-            f"{TOPK_ARG}={getattr(args, TOPK_ARG)} ignored for the exported model '{model}': fine attention is fixed "
+            f"{TOPK_ARG}={getattr(args, TOPK_ARG)} ignored for the exported model ({model}): fine attention is fixed "
             f"when a model is exported (export the .pt with {TOPK_ARG}=K)"
         )
 
@@ -161,8 +161,13 @@ def _topk_train(trainer):
 
 
 def _topk_export(exporter):
-    """on_export_start: apply ``pst_topk`` to the exporter's copy of the model before it is traced."""
-    _apply_topk(exporter.args, exporter.model)
+    """on_export_start: apply ``pst_topk`` to the exporter's copy of the model before it is traced.
+
+    The value is added to the export's metadata (built just before this event, written into the exported file).
+    """
+    k = _apply_topk(exporter.args, exporter.model)
+    if k is not None and isinstance(getattr(exporter, "metadata", None), dict):
+        exporter.metadata[TOPK_ARG] = k
 
 
 _RESTORE = "_pst_topk_restore"  # predictor attribute: (model, value) to put back after a run
@@ -177,10 +182,13 @@ def _topk_predict_start(predictor):
     _topk_predict_end(predictor)
     model = _native(predictor.model)
     if model is None:
-        _warn_exported(predictor.args, predictor.args.model or predictor.model.format)
+        exported = getattr(predictor.model, "metadata", None) or {}
+        runs = f", which runs {TOPK_ARG}={exported[TOPK_ARG]}" if TOPK_ARG in exported else ""
+        _warn_exported(predictor.args, f"{predictor.args.model or predictor.model.format}{runs}")
         return
     before = get_topk(model)
-    _apply_topk(predictor.args, model)
+    # predict is often called once per frame: log only when asked for a value, and as verbosely as the predictor
+    _apply_topk(predictor.args, model, verbose=predictor.args.verbose and predictor.args.pst_topk is not None)
     if before is not None and get_topk(model) != before:
         setattr(predictor, _RESTORE, (model, before))
 

@@ -67,7 +67,8 @@ class ValRun:
         is_coco (bool): Ultralytics recognised the split as COCO val2017/test-dev2017.
         save_dir (Path): The run's directory (holds ``predictions.json`` and ``args.yaml``).
         pst_topk (int | None): The ``pst_topk`` the run used (None: the model has no PST layers).
-        metrics (dict): Ultralytics' own metrics of the run (``metrics/mAP50-95(B)`` ...).
+        metrics (dict): Ultralytics' own metrics of the run (``metrics/mAP50-95(B)`` ...) and its inference time
+            per image (``speed/inference(ms)``).
     """
 
     detections: list[dict]
@@ -131,7 +132,7 @@ def run_val(model, data: str, pst_topk: int | None = None, **kwargs) -> ValRun:
     if len(runs) != 1:
         raise RuntimeError(f"expected one validation run, captured {len(runs)} (distributed validation?)")
     run = runs[0]
-    run.metrics = dict(metrics.results_dict)
+    run.metrics = {**metrics.results_dict, "speed/inference(ms)": metrics.speed.get("inference")}
     with open(run.save_dir / "predictions.json", "w", encoding="utf-8") as f:
         json.dump(run.detections, f)
     return run
@@ -327,7 +328,8 @@ def evaluate(model, data: str, topks=(0,), ann: str | Path | None = None, **kwar
 
     Returns:
         One dict per value: ``pst_topk``, the 12 :data:`COCO_METRICS`, Ultralytics' own ``ul_mAP50-95`` and
-        ``ul_mAP50`` for the same detections, ``images``, ``detections``, ``ann`` and ``save_dir``.
+        ``ul_mAP50`` for the same detections, ``ms_per_image`` (model inference, as Ultralytics times it),
+        ``images``, ``detections``, ``ann`` and ``save_dir``.
     """
     from pycocotools.coco import COCO
     from ultralytics import YOLO
@@ -353,6 +355,7 @@ def evaluate(model, data: str, topks=(0,), ann: str | Path | None = None, **kwar
         row = {"pst_topk": run.pst_topk, **metrics}
         row["ul_mAP50-95"] = run.metrics.get("metrics/mAP50-95(B)")
         row["ul_mAP50"] = run.metrics.get("metrics/mAP50(B)")
+        row["ms_per_image"] = run.metrics.get("speed/inference(ms)")
         row.update(images=len(imgs), detections=len(run.detections), ann=str(path), save_dir=str(run.save_dir))
         LOGGER.info(f"pycocotools pst_topk={run.pst_topk}: " + ", ".join(f"{m} {metrics[m]:.3f}" for m in COCO_METRICS))
         rows.append(row)
@@ -360,13 +363,14 @@ def evaluate(model, data: str, topks=(0,), ann: str | Path | None = None, **kwar
 
 
 def format_table(rows: list[dict]) -> str:
-    """One line per row: ``pst_topk``, the 12 COCO metrics and Ultralytics' mAP50-95, as fractions (3 decimals).
+    """One line per row: ``pst_topk``, the 12 COCO metrics and Ultralytics' mAP50-95 as fractions, and ms/image.
 
     Examples:
-        >>> print(format_table([{"pst_topk": 8, **dict.fromkeys(COCO_METRICS, 0.5), "ul_mAP50-95": 0.49}]).split()[-1])
-        0.490
+        >>> row = {"pst_topk": 8, **dict.fromkeys(COCO_METRICS, 0.5), "ul_mAP50-95": 0.49, "ms_per_image": 12.0}
+        >>> print(format_table([row]).split()[-2:])
+        ['0.490', '12.000']
     """
-    cols = ("pst_topk", *COCO_METRICS, "ul_mAP50-95")
+    cols = ("pst_topk", *COCO_METRICS, "ul_mAP50-95", "ms_per_image")
     lines = [" ".join(f"{c:>11}" for c in cols)]
     for r in rows:
         cells = [f"{'-' if r.get('pst_topk') is None else r['pst_topk']:>11}"]

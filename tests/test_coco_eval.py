@@ -140,8 +140,8 @@ def test_score_ground_truth_is_perfect_and_nothing_is_zero(shapes_json):
 def test_format_and_save(tmp_path):
     rows = [{"pst_topk": k, **{m: 0.1 * k for m in COCO_METRICS}, "ul_mAP50-95": None} for k in (0, 8)]
     table = format_table(rows).splitlines()
-    assert table[0].split() == ["pst_topk", *COCO_METRICS, "ul_mAP50-95"]
-    assert table[2].split()[:2] == ["8", "0.800"] and table[2].split()[-1] == "-"
+    assert table[0].split() == ["pst_topk", *COCO_METRICS, "ul_mAP50-95", "ms_per_image"]
+    assert table[2].split()[:2] == ["8", "0.800"] and table[2].split()[-2:] == ["-", "-"]
     json_path, csv_path = save_rows(rows, tmp_path / "out" / "coco")
     assert json.loads(json_path.read_text()) == rows
     with open(csv_path) as f:
@@ -210,13 +210,13 @@ def test_eval_coco_script_prints_one_row_per_topk(shapes_model, cli_env, tmp_pat
     assert out.returncode == 0, text[-3000:]
     lines = out.stdout.splitlines()
     head = next(i for i, line in enumerate(lines) if line.split()[:1] == ["pst_topk"])
-    assert lines[head].split() == ["pst_topk", *COCO_METRICS, "ul_mAP50-95"]
+    assert lines[head].split() == ["pst_topk", *COCO_METRICS, "ul_mAP50-95", "ms_per_image"]
     assert [line.split()[0] for line in lines[head + 1:head + 3]] == ["0", "8"]
     assert "faster-coco-eval" not in text  # scored by pycocotools only
     rows = json.loads((tmp_path / "res.json").read_text())
     assert [r["pst_topk"] for r in rows] == [0, 8]
     for r in rows:
-        assert r["images"] == 128 and r["detections"] > 0
+        assert r["images"] == 128 and r["detections"] > 0 and r["ms_per_image"] > 0
         assert abs(r["AP"] - r["ul_mAP50-95"]) <= 0.015
         preds = json.loads((Path(r["save_dir"]) / "predictions.json").read_text())
         assert len(preds) == r["detections"]
