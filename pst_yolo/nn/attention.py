@@ -142,12 +142,14 @@ class PSTAttention(nn.Module):
         Hc, Wc = coarse_hw
         nh, hd, topk = self.num_heads, self.head_dim, self.topk
         M = Hc * Wc
-        if not torch.jit.is_tracing() and topk > M and not self._warned_clamp:  # tracing: no tensor-to-bool
-            self._warned_clamp = True  # once per layer
-            LOGGER.warning(
-                f"PSTAttention: pst_topk={topk} exceeds the {M} coarse tokens of a {Hc}x{Wc} map; "
-                f"using all {M} (results equal pst_topk={M} for this layer)"
-            )
+        if not torch.jit.is_tracing() and topk > M:  # tracing: no tensor-to-bool
+            if not self._warned_clamp:
+                self._warned_clamp = True  # once per layer
+                LOGGER.warning(
+                    f"PSTAttention: pst_topk={topk} exceeds the {M} coarse tokens of a {Hc}x{Wc} map; "
+                    f"using all {M} (results equal pst_topk={M} for this layer)"
+                )
+            topk = M  # eager: clamp, so cost and memory do not grow with an oversized k (traced graphs pad instead)
 
         # Selection: s_j = mean_i(q_i · k_j) / √d = (mean_i q_i) · k_j / √d; one score per image, head, coarse token.
         if self.fused_attn:
