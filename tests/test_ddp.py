@@ -13,11 +13,11 @@ DDP running in the same processes.
 """
 
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from _cli import run  # tests/_cli.py
 
 from pst_yolo import _register
 
@@ -60,12 +60,6 @@ for name, bare, topk in (("bare", True, None), ("topk", False, 2)):
     print("FILE", name, file)
 """
 
-
-def run(cmd, cwd, env, ok=True):
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    text = out.stdout + out.stderr
-    assert (out.returncode == 0) == ok, f"{cmd} exited {out.returncode}:\n{text[-4000:]}"
-    return text
 
 
 def test_worker_script_imports_pst_yolo(tmp_path):

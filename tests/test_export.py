@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from _cli import run  # tests/_cli.py
 from onnx import TensorProto as T
 from onnx import helper as h
 
@@ -43,13 +44,6 @@ VARIANTS = {  # name -> export arguments (besides format=onnx, imgsz, simplify=T
     "k8_half": {"pst_topk": 8, "dynamic": True, "half": True},
 }
 
-
-def run(cmd, cwd, env, ok=True):
-    """Run ``cmd`` (list) in a fresh process; return stdout+stderr text, asserting the exit status."""
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    text = out.stdout + out.stderr
-    assert (out.returncode == 0) == ok, f"{cmd} exited {out.returncode}:\n{text[-3000:]}"
-    return text
 
 
 @pytest.fixture(scope="module")

@@ -3,25 +3,17 @@
 import json
 import logging
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from _cli import run  # tests/_cli.py
 from ultralytics import YOLO
 
 from pst_yolo import PSTAttention, get_topk, set_topk
 from pst_yolo.topk import check_topk
-
-
-def run(cmd, cwd, env, ok=True) -> str:
-    """Run ``cmd`` in a fresh process; return stdout+stderr, asserting the exit status."""
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    text = out.stdout + out.stderr
-    assert (out.returncode == 0) == ok, f"{cmd} exited {out.returncode}:\n{text[-3000:]}"
-    return text
 
 
 @pytest.fixture
