@@ -14,9 +14,10 @@ __all__ = ("DEFAULTS", "demo_cli", "run_demo")
 DEFAULTS = {  # about 10 minutes on a 2-core CPU
     "model": "yolo11n-pst.yaml",
     "data": "shapes",
-    "epochs": 30,
+    "epochs": 40,
     "imgsz": 160,
-    "batch": 32,
+    "batch": 16,
+    "nbs": 16,  # one optimizer step per batch: 512 images give 32 steps an epoch (Ultralytics' 64 would give 8)
     "topk": 8,
     "device": "cpu",
     "name": "pst_demo",  # saved under Ultralytics' runs_dir, e.g. runs/detect/pst_demo
