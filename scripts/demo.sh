@@ -3,4 +3,4 @@
 # about 10 minutes) and compare fine attention off/on. Extra key=value arguments go to `pst-yolo demo`.
 set -euo pipefail
 source "$(dirname "$0")/setup_env.sh"
-exec pst-yolo demo "$@"
+exec "$PST_VENV/bin/pst-yolo" demo "$@"

@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PST_VENV=${PST_VENV:-.venv}
 [ -x "$PST_VENV/bin/python" ] || python3 -m venv "$PST_VENV"
+PST_VENV=$(cd "$PST_VENV" && pwd)  # absolute
 "$PST_VENV/bin/python" -m pip install -q --upgrade pip
 # torch/torchvision come from the registry (the CUDA build also runs on a CPU-only machine)
 "$PST_VENV/bin/python" -m pip install -q -e ".${1:+[$1]}"
-export PATH="$PWD/$PST_VENV/bin:$PATH"
+export PATH="$PST_VENV/bin:$PATH"

@@ -3,4 +3,4 @@
 # (CPU, offline). Extra arguments go to pytest.
 set -euo pipefail
 source "$(dirname "$0")/setup_env.sh" dev,export
-exec python -m pytest "$@"
+exec "$PST_VENV/bin/python" -m pytest "$@"
