@@ -33,3 +33,28 @@ def test_root() -> Path:
 def cli_env() -> dict:
     """Environment for subprocesses: this interpreter's scripts (pst-yolo, yolo) first on PATH."""
     return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+# Fixture: a small PST model actually trained on shapes (shared by tests/test_topk.py and tests/test_coco_eval.py)
+SHAPES_MODEL_ARGS = dict(  # ~30-45 s on 2 CPU cores (192 steps); coarse-only (pst_topk omitted)
+    data="shapes", epochs=3, imgsz=96, batch=4, fraction=0.5, workers=0, mosaic=0.0, warmup_epochs=0,
+    optimizer="AdamW", lr0=0.002, val=False, plots=False, exist_ok=True, verbose=False,
+)
+
+
+@pytest.fixture(scope="session")
+def shapes_model(test_root) -> Path:
+    """best.pt of yolo11n-pst trained coarse-only for 3 epochs on 256 shapes images at imgsz 96.
+
+    Its predictions depend on the input and on pst_topk, but it is far from converged (mAP50-95 ~0.0001): shapes needs
+    ~30 epochs at imgsz 128 for a mAP50-95 of a few points, beyond a unit-test budget.
+    """
+    from ultralytics import YOLO
+
+    import pst_yolo  # noqa: F401  (registers yolo11n-pst.yaml and data=shapes)
+
+    project = test_root / "runs" / "fixtures"
+    YOLO("yolo11n-pst.yaml").train(project=str(project), name="shapes_model", **SHAPES_MODEL_ARGS)
+    best = project / "shapes_model" / "weights" / "best.pt"
+    assert best.is_file()
+    return best

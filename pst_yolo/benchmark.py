@@ -72,13 +72,14 @@ def layer_attention_flops(
     Only the products outside ``nn.Module`` calls are counted; the 1x1/7x7 convolutions (``conv_q``, ``conv_kv`` on the
     coarse map, ``pe``, ``proj``) are modules and counted by any per-module counter. Softmax, the mean query and the
     gated mix are elementwise and not counted (like activations in Ultralytics' GFLOPs). Per image and head, with
-    ``N = H * W`` queries, ``M = Hc * Wc`` coarse tokens, head dim ``d``, width ``C`` and ``T = 4 * topk`` fine slots:
+    ``N = H * W`` queries, ``M = Hc * Wc`` coarse tokens, head dim ``d``, width ``C`` and ``T = 4 * min(topk, M)`` fine
+    slots:
 
     - ``coarse``: ``Q Kᵀ`` and ``A V``, ``2 N M d`` each;
     - ``select``: the mean query against all coarse keys, ``2 M d`` (no ``N x M`` matrix);
     - ``fine``: keys/values projected at the ``T`` gathered positions only, ``2 T C (2d)``, then ``Q K_fᵀ`` and
-      ``A V_f``, ``2 N T d`` each. ``T`` is ``4 * topk`` even when ``topk`` exceeds ``M``: the padded slots are
-      computed and masked (constant shapes for export);
+      ``A V_f``, ``2 N T d`` each (eager PyTorch clamps ``topk`` to ``M``; a traced/exported graph keeps constant
+      shapes and computes ``4 * topk`` slots, the padding masked);
     - ``gate``: the gate logits ``W_g [O_c ‖ O_f]`` as per-head matmuls, ``2 N (2d) d``.
 
     Args:
@@ -99,7 +100,8 @@ def layer_attention_flops(
     """
     topk = attn.topk if topk is None else topk
     nh, d = attn.num_heads, attn.head_dim
-    n, m, t = fine_hw[0] * fine_hw[1], coarse_hw[0] * coarse_hw[1], 4 * topk
+    n, m = fine_hw[0] * fine_hw[1], coarse_hw[0] * coarse_hw[1]
+    t = 4 * min(topk, m)
     per_head = {
         "coarse": 2 * (2 * n * m * d),
         "select": 2 * m * d if topk else 0,

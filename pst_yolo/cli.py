@@ -18,7 +18,12 @@ def main() -> None:
         return
     from ultralytics.cfg import entrypoint
 
-    entrypoint()  # reads sys.argv like `yolo`
+    from .export import ExportBackendError
+
+    try:
+        entrypoint()  # reads sys.argv like `yolo`
+    except ExportBackendError as e:  # a missing export backend: its one-sentence fix, not a traceback
+        sys.exit(f"pst-yolo: {e}")
 
 
 if __name__ == "__main__":

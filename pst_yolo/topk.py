@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import torch.nn as nn
 from ultralytics.utils import LOGGER
 
 from .nn import PSTAttention
 
-__all__ = ("get_topk", "set_topk")
+__all__ = ("check_topk", "get_topk", "set_topk")
 
 
 def _attention_layers(model) -> list[PSTAttention]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a YOLO model or torch nn.Module, got {type(model).__name__}")
     return [m for m in model.modules() if isinstance(m, PSTAttention)]
+
+
+def check_topk(k) -> int:
+    """Return ``k`` if it is a valid ``pst_topk`` (a non-negative integer), else raise a ValueError naming the argument.
+
+    Examples:
+        >>> check_topk(8)
+        8
+        >>> check_topk(-1)
+        Traceback (most recent call last):
+        ...
+        ValueError: pst_topk must be a non-negative integer (0 = coarse attention only), got -1
+    """
+    if isinstance(k, bool) or not isinstance(k, Integral) or k < 0:
+        raise ValueError(f"pst_topk must be a non-negative integer (0 = coarse attention only), got {k!r}")
+    return int(k)
 
 
 def set_topk(model, k: int, verbose: bool = True) -> int:
@@ -30,8 +48,7 @@ def set_topk(model, k: int, verbose: bool = True) -> int:
         >>> set_topk(PST(256, 128, 64, n=2), 8, verbose=False)
         2
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise ValueError(f"pst_topk must be a non-negative integer (0 = coarse attention only), got {k!r}")
+    k = check_topk(k)
     layers = _attention_layers(model)
     for attn in layers:
         attn.topk = k

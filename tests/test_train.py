@@ -7,16 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from _cli import run  # tests/_cli.py
 
 IMG = ["imgsz=64", "batch=16", "workers=0", "exist_ok=True", "plots=False"]
 
-
-def run(cmd, cwd, env, ok=True):
-    """Run ``cmd`` (list) in a fresh process; return stdout+stderr text, asserting the exit status."""
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    text = out.stdout + out.stderr
-    assert (out.returncode == 0) == ok, f"{cmd} exited {out.returncode}:\n{text[-3000:]}"
-    return text
 
 
 @pytest.fixture(scope="module")

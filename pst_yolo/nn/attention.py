@@ -11,8 +11,12 @@ values come from the next coarser map ``u`` (B, C, Hc, Wc) with ``Hc = ceil(H / 
 Two implementations of the same function live side by side (chosen by ``fused_attn``):
 
 - fused (default): ``F.scaled_dot_product_attention`` for both paths, selection from the mean query, and fine
-  keys/values projected only at the gathered positions when ``conv_kv`` is affine (eval mode or fused BN);
-- plain: explicit attention matrices and a full ``conv_kv`` on the fine map (what the equations say literally).
+  keys/values projected only at the gathered positions;
+- plain: explicit attention matrices and ``conv_kv`` over the whole fine map (what the equations say literally).
+
+The fine path always applies ``conv_kv`` as its inference-time affine map (BatchNorm with running statistics), also in
+training: fine attention then computes the same function in training and inference, and fine-map statistics never
+leak into the BatchNorm that the coarse keys/values use.
 
 Token selection is deterministic (no noise) and exportable: top-k runs with a constant ``k`` over scores padded to
 at least ``k`` entries, and the padding, as well as 2x2 patch positions outside odd-sized fine maps, is masked out of
@@ -131,6 +135,11 @@ class PSTAttention(nn.Module):
         """softmax(q kᵀ / √d + mask) v for (B, nh, N, hd) queries and (B, nh, T, hd) keys/values."""
         if self.fused_attn:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if q.dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(q.device.type):
+            # Logits and softmax in fp32 (as the fused kernels accumulate), also under autocast: fp16 logits overflow
+            # past 65504 and a row of inf turns into NaN after softmax.
+            with torch.autocast(q.device.type, enabled=False):
+                return self._attend(q.float(), k.float(), v.float(), mask).to(v.dtype)
         attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, nh, N, T)
         if mask is not None:
             attn = attn + mask
@@ -142,12 +151,14 @@ class PSTAttention(nn.Module):
         Hc, Wc = coarse_hw
         nh, hd, topk = self.num_heads, self.head_dim, self.topk
         M = Hc * Wc
-        if topk > M and not self._warned_clamp and not torch.jit.is_tracing():
-            self._warned_clamp = True  # once per layer
-            LOGGER.warning(
-                f"PSTAttention: pst_topk={topk} exceeds the {M} coarse tokens of a {Hc}x{Wc} map; "
-                f"using all {M} (results equal pst_topk={M} for this layer)"
-            )
+        if not torch.jit.is_tracing() and topk > M:  # tracing: no tensor-to-bool
+            if not self._warned_clamp:
+                self._warned_clamp = True  # once per layer
+                LOGGER.warning(
+                    f"PSTAttention: pst_topk={topk} exceeds the {M} coarse tokens of a {Hc}x{Wc} map; "
+                    f"using all {M} (results equal pst_topk={M} for this layer)"
+                )
+            topk = M  # eager: clamp, so cost and memory do not grow with an oversized k (traced graphs pad instead)
 
         # Selection: s_j = mean_i(q_i · k_j) / √d = (mean_i q_i) · k_j / √d; one score per image, head, coarse token.
         if self.fused_attn:
@@ -157,7 +168,7 @@ class PSTAttention(nn.Module):
         scores = scores * self.scale
         # Constant-k top-k (exportable): pad to >= topk tokens; padded picks are masked out below.
         scores = torch.cat((scores, scores.new_full((B, nh, topk), float("-inf"))), 2)  # (B, nh, M + topk)
-        idx = scores.topk(topk, dim=2, sorted=False).indices  # (B, nh, topk)
+        idx = scores.topk(topk, dim=2, sorted=True).indices  # (B, nh, topk); TensorRT 10 needs sorted TopK
 
         # Map coarse token j = (r, c) to fine positions (2r + dr, 2c + dc); drop padding and out-of-map positions.
         r, c = idx.div(Wc, rounding_mode="floor"), idx.remainder(Wc)
@@ -165,21 +176,21 @@ class PSTAttention(nn.Module):
         rows = 2 * r[..., None, None] + offsets[:, None]  # (B, nh, topk, 2, 1)
         cols = 2 * c[..., None, None] + offsets[None, :]  # (B, nh, topk, 1, 2)
         valid = (idx[..., None, None] < M) & (rows < H) & (cols < W)  # (B, nh, topk, 2, 2)
-        pos = (rows.clamp(max=H - 1) * W + cols.clamp(max=W - 1)).reshape(B, nh, 4 * topk)  # (B, nh, 4k)
+        # where, not clamp: integer clamp exports as an INT64 Clip, which TensorRT 10 cannot parse (Clip is float-only)
+        pos = (torch.where(rows < H, rows, H - 1) * W + torch.where(cols < W, cols, W - 1)).reshape(B, nh, 4 * topk)
         valid = valid.reshape(B, nh, 1, 4 * topk)
         mask = torch.zeros(valid.shape, dtype=q.dtype, device=x.device).masked_fill(~valid, float("-inf"))
 
-        if self.fused_attn and not self.training:
-            # conv_kv is affine here: project only the gathered fine tokens, per head.
-            x_tokens = x.permute(0, 2, 3, 1).reshape(B, H * W, C)  # (B, N, C)
+        # Fine keys/values: conv_kv as the affine map it is at inference (BN with running statistics), in training too,
+        # so the fine path is the same function in both modes and never feeds the fine map into BN's statistics.
+        w, b = _affine_1x1(self.conv_kv)  # (2C, C), (2C,)
+        if self.fused_attn:  # project only the gathered 4k fine tokens, per head
+            x_tokens = x.permute(0, 2, 3, 1).reshape(B, H * W, C)  # (B, N, C); a permute, as in forward
             xg = torch.gather(x_tokens, 1, pos.reshape(B, nh * 4 * topk, 1).expand(-1, -1, C))
             xg = xg.view(B, nh, 4 * topk, C)  # (B, nh, 4k, C)
-            w, b = _affine_1x1(self.conv_kv)
-            w, b = w.view(nh, 2 * hd, C), b.view(nh, 1, 2 * hd)
-            kv = xg @ w.transpose(1, 2) + b  # (B, nh, 4k, 2hd)
-        else:
-            kv_map = self.conv_kv(x).permute(0, 2, 3, 1).reshape(B, H * W, nh, 2 * hd)  # (B, N, nh, 2hd)
-            kv_map = kv_map.transpose(1, 2)  # (B, nh, N, 2hd)
+            kv = xg @ w.view(nh, 2 * hd, C).transpose(1, 2) + b.view(nh, 1, 2 * hd)  # (B, nh, 4k, 2hd)
+        else:  # the whole fine K/V map, then gather
+            kv_map = F.conv2d(x, w[..., None, None], b).view(B, nh, 2 * hd, H * W).transpose(2, 3)  # (B, nh, N, 2hd)
             kv = torch.gather(kv_map, 2, pos[..., None].expand(-1, -1, -1, 2 * hd))  # (B, nh, 4k, 2hd)
         k_f, v_f = kv.split(hd, dim=3)  # (B, nh, 4k, hd) each
         return self._attend(q, k_f, v_f, mask)

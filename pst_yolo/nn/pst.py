@@ -34,11 +34,12 @@ class PST(nn.Module):
         >>> m = PST(384, 256, 128, n=1)
         >>> print(m([torch.randn(1, 384, 40, 40), torch.randn(1, 256, 20, 20)]).shape)
         torch.Size([1, 128, 40, 40])
-        >>> for size in (80, 40):  # both fusions of a YOLO11n neck at 640 px: P4 (U = P5), then P3 (U = P4)
-        ...     c1, c_up, c2 = (384, 256, 128) if size == 40 else (256, 128, 64)
-        ...     print(size, PST(c1, c_up, c2)([torch.randn(1, c1, size, size), torch.randn(1, c_up, size // 2, size // 2)]).shape)
-        80 torch.Size([1, 64, 80, 80])
+        >>> # both fusions of a YOLO11n neck at 640 px: P4 (U = P5, 20x20), then P3 (U = backbone P4, 40x40)
+        >>> for c1, c_up, c2, size in ((384, 256, 128, 40), (256, 128, 64, 80)):
+        ...     x, u = torch.randn(1, c1, size, size), torch.randn(1, c_up, size // 2, size // 2)
+        ...     print(size, PST(c1, c_up, c2)([x, u]).shape)
         40 torch.Size([1, 128, 40, 40])
+        80 torch.Size([1, 64, 80, 80])
     """
 
     def __init__(self, c1: int, c_up: int, c2: int, n: int = 1, mlp_ratio: float = 2.0, e: float = 0.5, k: int = 0):
@@ -58,11 +59,17 @@ class PST(nn.Module):
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         """Fuse ``xs = [X (B, c1, H, W), U (B, c_up, ceil(H/2), ceil(W/2))]``; returns (B, c2, H, W)."""
         if not isinstance(xs, (list, tuple)) or len(xs) != 2:
-            raise TypeError("PST.forward expects [x_fine, x_coarse]: its YAML 'from' must name two layers")
+            raise TypeError(f"{self._name()} expects [x_fine, x_coarse]: its YAML 'from' must name two layers")
         X, U = xs
+        c1, c_up = self.cv1.conv.in_channels, self.cvup.conv.in_channels
+        if X.shape[1] != c1 or U.shape[1] != c_up:
+            raise ValueError(
+                f"{self._name()}: got {X.shape[1]} fine and {U.shape[1]} coarse channels, built for {c1} and {c_up}; "
+                f"pass [x_fine, x_coarse] in this order with the channels given to PST(c1, c_up, ...)"
+            )
         if X.shape[2] != 2 * U.shape[2] - X.shape[2] % 2 or X.shape[3] != 2 * U.shape[3] - X.shape[3] % 2:
             raise ValueError(
-                f"PST: coarse map {tuple(U.shape[2:])} is not the next pyramid level of the fine map "
+                f"{self._name()}: coarse map {tuple(U.shape[2:])} is not the next pyramid level of the fine map "
                 f"{tuple(X.shape[2:])} (expected ceil(H/2) x ceil(W/2)); check the YAML 'from' of this PST row"
             )
         x, u = self.cv1(X), self.cvup(U)
@@ -70,3 +77,7 @@ class PST(nn.Module):
         for block in self.m:
             y.append(block(y[-1], u))
         return self.cv2(torch.cat(y, 1))
+
+    def _name(self) -> str:
+        """``PST`` plus the YAML row index and ``from`` that Ultralytics' parser sets on layers (``i``, ``f``)."""
+        return f"PST row {self.i} (from {self.f})" if hasattr(self, "i") else "PST"

@@ -1,0 +1,392 @@
+"""COCO evaluation with pycocotools: validate a model at several ``pst_topk`` values and score each run.
+
+Ultralytics' validator produces the detections (``save_json=True``: one COCO-style dict per box, after NMS, in
+original image pixels); this module matches them to a COCO instances json and scores them with pycocotools'
+``COCOeval`` (the reference implementation; Ultralytics' own json scoring, which may use ``faster-coco-eval``, is not
+used). The 12 standard metrics are :data:`COCO_METRICS`.
+
+Matching is by content, not by convention:
+
+- images by file name through the json's ``images`` (Ultralytics' own image id, ``int(stem)``, only as a fallback
+  for files the json does not name), so any naming scheme works and a json of the wrong split fails loudly;
+- categories by name through the json's ``categories`` (the model's class names; case and ``_`` vs space are
+  ignored), so COCO's 80-of-91 ids and any custom id scheme work; a json without category names falls back to
+  Ultralytics' own ids (COCO 91-ids for COCO, ``class + 1`` otherwise), which must then exist in the json.
+
+Typical use is ``scripts/eval_coco.py``; in Python::
+
+    from pst_yolo.coco import evaluate, format_table
+    rows = evaluate("best.pt", data="shapes", topks=(0, 8), imgsz=160)
+    print(format_table(rows))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ultralytics.utils import LOGGER
+
+from .data import dataset_yaml, load_index
+from .topk import check_topk
+
+__all__ = (
+    "COCO_METRICS",
+    "ValRun",
+    "category_ids",
+    "evaluate",
+    "find_annotations",
+    "format_table",
+    "image_ids",
+    "run_val",
+    "save_rows",
+    "score",
+    "to_coco_results",
+)
+
+# COCOeval.stats, in order: AP at IoU .50:.95 / .50 / .75, AP small / medium / large (maxDets 100), AR at maxDets
+# 1 / 10 / 100, AR small / medium / large (maxDets 100).
+COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+@dataclass
+class ValRun:
+    """What one Ultralytics validation run produced, captured when it ended.
+
+    Attributes:
+        detections (list[dict]): Ultralytics' COCO-style detections: ``image_id``, ``file_name``, ``category_id``
+            (Ultralytics' id), ``bbox`` (x, y, w, h in original image pixels) and ``score``.
+        im_files (list[str]): Every image of the validated split, with or without detections.
+        names (dict[int, str]): The model's class names.
+        class_map (list[int]): Ultralytics' category id of each class (``detections`` use these).
+        data (dict): The dataset dict (``path`` is the dataset root).
+        is_coco (bool): Ultralytics recognised the split as COCO val2017/test-dev2017.
+        save_dir (Path): The run's directory (holds ``predictions.json`` and ``args.yaml``).
+        pst_topk (int | None): The ``pst_topk`` the run used (None: the model has no PST layers).
+        metrics (dict): Ultralytics' own metrics of the run (``metrics/mAP50-95(B)`` ...) and its inference time
+            per image (``speed/inference(ms)``).
+    """
+
+    detections: list[dict]
+    im_files: list[str]
+    names: dict[int, str]
+    class_map: list[int]
+    data: dict
+    is_coco: bool
+    save_dir: Path
+    pst_topk: int | None
+    metrics: dict = field(default_factory=dict)
+
+
+def run_val(model, data: str, pst_topk: int | None = None, **kwargs) -> ValRun:
+    """Validate ``model`` with ``save_json=True`` and return the detections and everything needed to score them.
+
+    Args:
+        model (str | Path | ultralytics.YOLO): Weights or a YOLO object (its module is not modified: val runs on a
+            copy).
+        data (str): Dataset, as for ``YOLO.val`` (a name from ``datasets.yaml`` such as ``shapes`` or ``coco``, or a
+            data YAML).
+        pst_topk (int | None): Fine-attention top-k for this run; None keeps the model's own value.
+        **kwargs: Further ``YOLO.val`` arguments (``imgsz``, ``batch``, ``device``, ``conf``, ``max_det`` ...).
+
+    Returns:
+        The captured :class:`ValRun`. Its ``predictions.json`` is written by this function (Ultralytics' own json
+        scoring is skipped: the detections are scored here, with pycocotools).
+    """
+    from ultralytics import YOLO
+
+    if pst_topk is not None:
+        check_topk(pst_topk)
+    model = model if isinstance(model, YOLO) else YOLO(model)
+    if data in load_index():
+        data = str(dataset_yaml(data))  # 'coco' -> Ultralytics' coco.yaml; 'shapes' -> pst_yolo's shapes.yaml
+    runs = []
+
+    def capture(validator):
+        """on_val_end: take over the detections (Ultralytics would score them itself right after this callback)."""
+        runs.append(
+            ValRun(
+                detections=validator.jdict,
+                im_files=list(validator.dataloader.dataset.im_files),
+                names=dict(validator.names),
+                class_map=list(validator.class_map),
+                data=validator.data,
+                is_coco=bool(validator.is_coco),
+                save_dir=Path(validator.save_dir),
+                pst_topk=getattr(validator.args, "pst_topk", None),
+            )
+        )
+        # An empty jdict makes Ultralytics skip its predictions.json and its own json scoring (which may try to
+        # install faster-coco-eval); we write the same file below and score with pycocotools.
+        validator.jdict = []
+
+    model.add_callback("on_val_end", capture)
+    try:
+        metrics = model.val(data=data, save_json=True, pst_topk=pst_topk, **kwargs)
+    finally:
+        model.callbacks["on_val_end"].remove(capture)
+    if len(runs) != 1:
+        raise RuntimeError(f"expected one validation run, captured {len(runs)} (distributed validation?)")
+    run = runs[0]
+    run.metrics = {**metrics.results_dict, "speed/inference(ms)": metrics.speed.get("inference")}
+    with open(run.save_dir / "predictions.json", "w", encoding="utf-8") as f:
+        json.dump(run.detections, f)
+    return run
+
+
+def find_annotations(run: ValRun, data: str | None = None, ann: str | Path | None = None) -> Path:
+    """Locate the COCO instances json of a validation run's split.
+
+    In order: ``ann`` if given; the data YAML's ``coco_json`` (relative to the dataset root); the ``ann`` entry of
+    ``datasets.yaml`` for the named dataset ``data``; ``annotations/instances_val2017.json`` for COCO val2017.
+
+    Args:
+        run (ValRun): The validation run (gives the dataset root and whether it is COCO).
+        data (str | None): The ``data`` argument of the run, e.g. ``"shapes"``.
+        ann (str | Path | None): An explicit json, absolute or relative to the working directory.
+
+    Returns:
+        Path of an existing json.
+
+    Raises:
+        FileNotFoundError: If no json is known for the dataset or the known one does not exist.
+    """
+    root = Path(run.data.get("path", "."))
+    if ann is not None:
+        path, why = Path(ann), "--ann"
+    elif run.data.get("coco_json"):
+        path, why = root / run.data["coco_json"], "'coco_json' in the data YAML"
+    else:
+        index, name = load_index(), Path(str(data)).name
+        entry = next((e for n, e in index.items() if name in (n, f"{n}.yaml", e["yaml"]) and e.get("ann")), None)
+        if entry is not None:
+            path, why = root / entry["ann"], f"'ann' of data={data} in datasets.yaml"
+        elif run.is_coco:
+            path, why = root / "annotations" / "instances_val2017.json", "COCO val2017's annotations"
+        else:
+            raise FileNotFoundError(
+                f"no COCO annotations json is known for data={data}: pass one (scripts/eval_coco.py --ann FILE, "
+                f"pst_yolo.coco.evaluate(..., ann=FILE)) or add 'coco_json: path/in/dataset.json' to the data YAML"
+            )
+    if not path.is_file():
+        raise FileNotFoundError(f"COCO annotations json {path} ({why}) not found")
+    return path
+
+
+def _norm(name: str) -> str:
+    return " ".join(str(name).replace("_", " ").lower().split())
+
+
+def category_ids(categories: list[dict], names: dict[int, str], class_map: list[int]) -> dict[int, int]:
+    """Map Ultralytics' category ids to the json's, through the class names.
+
+    Args:
+        categories (list[dict]): The json's ``categories`` (``id``, usually ``name``).
+        names (dict[int, str]): The model's class names.
+        class_map (list[int]): Ultralytics' category id of each class.
+
+    Returns:
+        ``{ultralytics_id: json_id}`` for every class.
+
+    Raises:
+        ValueError: If class names cannot be matched (named json) or Ultralytics' ids are missing (unnamed json).
+
+    Examples:
+        >>> cats = [{"id": 7, "name": "Square"}, {"id": 3, "name": "circle"}]
+        >>> category_ids(cats, {0: "circle", 1: "square"}, [1, 2])
+        {1: 3, 2: 7}
+    """
+    json_ids = {c["id"] for c in categories}
+    if categories and all(c.get("name") for c in categories):
+        by_name = {}
+        for c in categories:
+            if _norm(c["name"]) in by_name:
+                raise ValueError(f"the annotations json names two categories '{c['name']}': cannot map by name")
+            by_name[_norm(c["name"])] = c["id"]
+        missing = [n for n in names.values() if _norm(n) not in by_name]
+        if missing:
+            raise ValueError(
+                f"model classes {missing} are not categories of the annotations json "
+                f"(its categories: {[c['name'] for c in categories]}); the model was trained on other classes or "
+                f"names them differently: use the json of the model's dataset"
+            )
+        return {class_map[i]: by_name[_norm(n)] for i, n in names.items()}
+    missing = [class_map[i] for i in names if class_map[i] not in json_ids]
+    if missing:
+        raise ValueError(
+            f"the annotations json's categories have no names and lack Ultralytics' category ids {missing} "
+            f"(it has {sorted(json_ids)}): cannot match classes to categories"
+        )
+    return {class_map[i]: class_map[i] for i in names}
+
+
+def image_ids(images: list[dict], im_files: list[str]) -> dict[str, int]:
+    """Map each validation image to its json image id, by file name (Ultralytics' ``int(stem)`` as a fallback).
+
+    Args:
+        images (list[dict]): The json's ``images`` (``id``, ``file_name``).
+        im_files (list[str]): Paths of the validated images.
+
+    Returns:
+        ``{file name: json image id}`` for every image in ``im_files``.
+
+    Raises:
+        ValueError: If an image is neither named by the json nor has a numeric stem that is a json image id.
+
+    Examples:
+        >>> image_ids([{"id": 5, "file_name": "val/a.jpg"}, {"id": 9, "file_name": "x.jpg"}], ["d/a.jpg", "d/9.jpg"])
+        {'a.jpg': 5, '9.jpg': 9}
+    """
+    by_name, ids = {}, {img["id"] for img in images}
+    for img in images:
+        by_name.setdefault(Path(img["file_name"]).name, []).append(img["id"])
+    out, missing = {}, []
+    for f in im_files:
+        name, stem = Path(f).name, Path(f).stem
+        found = by_name.get(name, [])
+        if len(found) > 1:
+            raise ValueError(f"the annotations json names {len(found)} images '{name}': cannot match images by name")
+        if found:
+            out[name] = found[0]
+        elif stem.isnumeric() and int(stem) in ids:
+            out[name] = int(stem)
+        else:
+            missing.append(name)
+    if missing:
+        raise ValueError(
+            f"{len(missing)} of {len(im_files)} validation images are not in the annotations json "
+            f"(e.g. {missing[:3]}): it describes another split or dataset; pass the json of the validated split"
+        )
+    return out
+
+
+def to_coco_results(detections: list[dict], cat_ids: dict[int, int], img_ids: dict[str, int]) -> list[dict]:
+    """Rewrite Ultralytics' detections with the json's image and category ids (a pycocotools results list).
+
+    Examples:
+        >>> det = {"image_id": 1, "file_name": "a.jpg", "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5}
+        >>> to_coco_results([det], {1: 3}, {"a.jpg": 5})
+        [{'image_id': 5, 'category_id': 3, 'bbox': [1, 2, 3, 4], 'score': 0.5}]
+    """
+    return [
+        {
+            "image_id": img_ids[d["file_name"]],
+            "category_id": cat_ids[d["category_id"]],
+            "bbox": d["bbox"],
+            "score": d["score"],
+        }
+        for d in detections
+    ]
+
+
+def score(coco_gt, results: list[dict], img_ids: list[int], cat_ids: list[int]) -> dict[str, float]:
+    """Score detections with pycocotools (bbox, standard parameters: IoU .50:.05:.95, maxDets 1/10/100).
+
+    Args:
+        coco_gt (pycocotools.coco.COCO): The ground truth.
+        results (list[dict]): Detections with the json's ids (:func:`to_coco_results`).
+        img_ids (list[int]): Images evaluated (the validated split; images without detections count).
+        cat_ids (list[int]): Categories evaluated (the model's classes).
+
+    Returns:
+        ``{metric: value}`` for :data:`COCO_METRICS` (pycocotools' -1 where a metric has no ground truth).
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()) as text:  # pycocotools prints progress and the summary
+        if results:
+            coco_dt = coco_gt.loadRes(results)
+        else:  # loadRes cannot take an empty list; nothing detected scores 0 wherever there is ground truth
+            coco_dt = COCO()
+            coco_dt.dataset = {"images": coco_gt.dataset["images"], "categories": coco_gt.dataset["categories"]}
+            coco_dt.dataset["annotations"] = []
+            coco_dt.createIndex()
+        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        evaluator.params.imgIds = sorted(img_ids)
+        evaluator.params.catIds = sorted(cat_ids)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    LOGGER.debug(text.getvalue())
+    return dict(zip(COCO_METRICS, (float(x) for x in evaluator.stats)))
+
+
+def evaluate(model, data: str, topks=(0,), ann: str | Path | None = None, **kwargs) -> list[dict]:
+    """Validate ``model`` once per ``pst_topk`` in ``topks`` and score each run with pycocotools.
+
+    Args:
+        model (str | Path | ultralytics.YOLO): Weights or a YOLO object.
+        data (str): Dataset (``shapes``, ``coco``, a data YAML ...).
+        topks (Iterable[int | None]): ``pst_topk`` values; None keeps the model's own value.
+        ann (str | Path | None): COCO instances json; default: found by :func:`find_annotations`.
+        **kwargs: Further ``YOLO.val`` arguments (``imgsz``, ``batch``, ``device`` ...).
+
+    Returns:
+        One dict per value: ``pst_topk``, the 12 :data:`COCO_METRICS`, Ultralytics' own ``ul_mAP50-95`` and
+        ``ul_mAP50`` for the same detections, ``ms_per_image`` (model inference, as Ultralytics times it),
+        ``images``, ``detections``, ``ann`` and ``save_dir``.
+    """
+    from pycocotools.coco import COCO
+    from ultralytics import YOLO
+
+    topks = [k if k is None else check_topk(k) for k in topks]
+    if ann is not None and not Path(ann).is_file():
+        raise FileNotFoundError(f"COCO annotations json {ann} (--ann) not found")
+    model = model if isinstance(model, YOLO) else YOLO(model)
+    rows, gt = [], {}
+    for k in topks:
+        run = run_val(model, data, pst_topk=k, **kwargs)
+        path = find_annotations(run, data, ann).resolve()
+        if path not in gt:
+            with contextlib.redirect_stdout(io.StringIO()):
+                gt[path] = COCO(str(path))
+        coco_gt = gt[path]
+        cats = category_ids(coco_gt.dataset.get("categories", []), run.names, run.class_map)
+        imgs = image_ids(coco_gt.dataset.get("images", []), run.im_files)
+        extra = sorted({c["id"] for c in coco_gt.dataset.get("categories", [])} - set(cats.values()))
+        if extra:
+            LOGGER.warning(f"{len(extra)} categories of {path.name} are not model classes and are not scored: {extra}")
+        metrics = score(coco_gt, to_coco_results(run.detections, cats, imgs), list(imgs.values()), list(cats.values()))
+        row = {"pst_topk": run.pst_topk, **metrics}
+        row["ul_mAP50-95"] = run.metrics.get("metrics/mAP50-95(B)")
+        row["ul_mAP50"] = run.metrics.get("metrics/mAP50(B)")
+        row["ms_per_image"] = run.metrics.get("speed/inference(ms)")
+        row.update(images=len(imgs), detections=len(run.detections), ann=str(path), save_dir=str(run.save_dir))
+        LOGGER.info(f"pycocotools pst_topk={run.pst_topk}: " + ", ".join(f"{m} {metrics[m]:.3f}" for m in COCO_METRICS))
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """One line per row: ``pst_topk``, the 12 COCO metrics and Ultralytics' mAP50-95 as fractions, and ms/image.
+
+    Examples:
+        >>> row = {"pst_topk": 8, **dict.fromkeys(COCO_METRICS, 0.5), "ul_mAP50-95": 0.49, "ms_per_image": 12.0}
+        >>> print(format_table([row]).split()[-2:])
+        ['0.490', '12.000']
+    """
+    cols = ("pst_topk", *COCO_METRICS, "ul_mAP50-95", "ms_per_image")
+    lines = [" ".join(f"{c:>11}" for c in cols)]
+    for r in rows:
+        cells = [f"{'-' if r.get('pst_topk') is None else r['pst_topk']:>11}"]
+        cells += [f"{r[c]:11.3f}" if isinstance(r.get(c), (int, float)) else f"{'-':>11}" for c in cols[1:]]
+        lines.append(" ".join(cells))
+    return "\n".join(lines)
+
+
+def save_rows(rows: list[dict], out: str | Path) -> tuple[Path, Path]:
+    """Write ``rows`` to ``out.json`` and ``out.csv`` (``out`` without suffix); returns both paths."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    json_path, csv_path = out.with_suffix(".json"), out.with_suffix(".csv")
+    json_path.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["pst_topk", *COCO_METRICS])
+        writer.writeheader()
+        writer.writerows(rows)
+    return json_path, csv_path

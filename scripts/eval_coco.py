@@ -1,0 +1,57 @@
+#!/usr/bin/env python
+"""COCO mAP (pycocotools) of a PST model at several fine-attention settings, one row per ``pst_topk``.
+
+Examples:
+    python scripts/eval_coco.py --model best.pt --data shapes --topk 0 8
+    python scripts/eval_coco.py --model yolo11n-pst.pt --data coco --topk 0 4 8 16 --imgsz 640 --batch 32 --device 0
+    python scripts/eval_coco.py --model best.pt --data my.yaml --ann path/to/instances_val.json --topk 0 8 conf=0.001
+
+Extra ``key=value`` arguments go to ``YOLO.val`` unchanged (as on the ``yolo`` command line). Results are printed as
+a table (COCO's 12 metrics as fractions, plus Ultralytics' own mAP50-95 of the same detections) and written to
+``--out`` as JSON and CSV. The library code is :mod:`pst_yolo.coco`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import yaml
+
+
+def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="weights (.pt) of a YOLO/PST model")
+    parser.add_argument("--data", default="coco", help="dataset name from datasets.yaml (coco, shapes) or data YAML")
+    parser.add_argument("--topk", type=int, nargs="+", default=[0, 8], help="pst_topk values, one run each")
+    parser.add_argument("--ann", default=None, help="COCO instances json (default: the dataset's, see datasets.yaml)")
+    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--device", default=None, help="e.g. cpu, 0, 0,1 (default: Ultralytics' choice)")
+    parser.add_argument("--out", default="coco_eval", help="output path without suffix (.json and .csv written)")
+    args, rest = parser.parse_known_args(argv)
+    extra = {}
+    for item in rest:
+        key, sep, value = item.partition("=")
+        if not sep or not key or key.startswith("-"):
+            parser.error(f"unrecognized argument {item!r}: extra YOLO.val arguments are written key=value")
+        extra[key] = yaml.safe_load(value)
+    return args, extra
+
+
+def main(argv=None) -> int:
+    args, extra = parse_args(argv)
+    from pst_yolo.coco import evaluate, format_table, save_rows
+
+    if args.device is not None:
+        extra["device"] = args.device
+    rows = evaluate(args.model, args.data, args.topk, ann=args.ann, imgsz=args.imgsz, batch=args.batch, **extra)
+    print(f"\nCOCO bbox metrics (pycocotools) of {args.model} on {args.data}, imgsz={args.imgsz}:")
+    print(format_table(rows))
+    json_path, csv_path = save_rows(rows, args.out)
+    print(f"saved {json_path} and {csv_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Packaging: the wheel carries the configs and the dataset index, and they resolve from a wheel install."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(REPO)],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-3000:]
+    (whl,) = out.glob("pst_yolo-*.whl")
+    return whl
+
+
+def test_wheel_contents(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for f in ("pst_yolo/cfg/models/yolo11-pst.yaml", "pst_yolo/cfg/models/yolo12-pst.yaml",
+              "pst_yolo/cfg/datasets/shapes.yaml", "pst_yolo/datasets.yaml", "pst_yolo/nn/pst.py"):
+        assert f in names, f
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "pst-yolo = pst_yolo.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def test_configs_resolve_from_wheel_install(wheel, tmp_path, cli_env):
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+                   check=True)
+    code = (
+        "import pst_yolo, pathlib; from ultralytics import YOLO; from pst_yolo.data import dataset_yaml\n"
+        f"assert pathlib.Path(pst_yolo.__file__).is_relative_to({str(target)!r}), pst_yolo.__file__\n"
+        "assert dataset_yaml('shapes').is_relative_to(pathlib.Path(pst_yolo.__file__).parent)\n"
+        "for cfg in ('yolo11n-pst.yaml', 'yolo12s-pst.yaml'): YOLO(cfg)\n"
+        "print('ok')"
+    )
+    env = dict(cli_env, PYTHONPATH=str(target))
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
