@@ -6,6 +6,7 @@ Subprocesses inherit the same environment.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,12 @@ subprocess.run(  # let Ultralytics write its own settings file, then point its d
      " sync=False)", str(ROOT)],
     check=True, capture_output=True,
 )
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove the session directory (datasets, runs) unless PST_KEEP_TEST_DIR=1 asks to keep it for inspection."""
+    if os.environ.get("PST_KEEP_TEST_DIR") != "1":
+        shutil.rmtree(ROOT, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
