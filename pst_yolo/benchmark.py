@@ -128,7 +128,7 @@ def attention_flops(model: nn.Module, imgsz: int | tuple[int, int] = 640, topk: 
             ``layer_attention_flops`` (``coarse``, ``select``, ``fine``, ``gate``, ``total``).
 
     Examples:
-        >>> from ultralytics.nn.tasks import DetectionModel
+        >>> from ultralytics.nn import DetectionModel
         >>> model = DetectionModel("yolo11n-pst.yaml", verbose=False)
         >>> [(r["fine_hw"], r["heads"], round(r["total"] / 1e9, 3)) for r in attention_flops(model, 640, topk=0)]
         [((40, 40), 2, 0.164), ((80, 80), 1, 1.311)]
@@ -358,7 +358,7 @@ def _quiet() -> Iterator[None]:
 
 def _build(cfg: str) -> nn.Module:
     """A randomly initialized ``DetectionModel`` from a YAML name (same seed for every model: same init stream)."""
-    from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.nn import DetectionModel
 
     torch.manual_seed(0)
     with _quiet():
