@@ -48,7 +48,7 @@ from ultralytics.utils import LOGGER
 
 from .data import load_index
 from .nn import PST, PSTAttention
-from .topk import check_topk, get_topk, set_topk
+from .topk import check_topk, get_topk, quiet_clamp_warnings, set_topk
 from .utils import resource_path
 
 __all__ = ("register",)
@@ -345,15 +345,8 @@ def _wrap_benchmark(benchmark):
 def _wrap_get_flops(get_flops):
     def get_flops_without_clamp_warnings(model, imgsz=640, *args, **kwargs):
         """Ultralytics' ``get_flops`` with PSTAttention's clamp warning held back (see ``_register_topk_argument``)."""
-        layers = [m for m in model.modules() if isinstance(m, PSTAttention)] if isinstance(model, nn.Module) else []
-        warned = [m._warned_clamp for m in layers]
-        for m in layers:
-            m._warned_clamp = True
-        try:
+        with quiet_clamp_warnings(model):
             return get_flops(model, imgsz, *args, **kwargs)
-        finally:
-            for m, w in zip(layers, warned):
-                m._warned_clamp = w
 
     return get_flops_without_clamp_warnings
 
@@ -530,7 +523,7 @@ def _wrap_generate_ddp_file(generate_ddp_file):
 # -------------------------------------------------------------------------------------------------- restricted load
 def _safe_classes() -> dict:
     """Allow-list entries ``{"module.Name": class}`` for exactly the classes a PST checkpoint pickles."""
-    from .nn import PSTAttention, PSTBlock
+    from .nn import PSTBlock
 
     return {f"{c.__module__}.{c.__qualname__}": c for c in (PST, PSTBlock, PSTAttention)}
 

@@ -46,7 +46,7 @@ import torch.nn as nn
 from ultralytics.utils import LOGGER
 
 from .nn import PST, PSTAttention
-from .topk import set_topk
+from .topk import quiet_clamp_warnings, set_topk
 
 __all__ = (
     "BenchmarkResult",
@@ -167,26 +167,11 @@ def attention_flops(model: nn.Module, imgsz: int | tuple[int, int] = 640, topk: 
     return rows
 
 
-@contextlib.contextmanager
-def _quiet_clamp(model: nn.Module) -> Iterator[None]:
-    """Hold back the top-k clamp warning while thop runs the model on tiny proxy images, where it is expected."""
-    layers = [m for m in model.modules() if isinstance(m, PSTAttention)]
-    saved = [m._warned_clamp for m in layers]
-    for m in layers:
-        m._warned_clamp = True
-    try:
-        yield
-    finally:
-        for m, s in zip(layers, saved):
-            m._warned_clamp = s
-
-
 def _gflops(model: nn.Module, imgsz: int) -> float:
-    """Ultralytics' GFLOPs (the figure of ``model.info()``), proxy clamp warnings held back."""
+    """Ultralytics' GFLOPs (the figure of ``model.info()``; pst_yolo's hook holds back proxy clamp warnings)."""
     from ultralytics.utils.torch_utils import get_flops
 
-    with _quiet_clamp(model):
-        return get_flops(model, imgsz)
+    return get_flops(model, imgsz)
 
 
 # ----------------------------------------------------------------------------------------------------------- timing
@@ -395,7 +380,7 @@ def _export_onnx(model: nn.Module, topk: int | None, imgsz: int, folder: Path, s
     overrides = dict(format="onnx", imgsz=imgsz, batch=1, device="cpu", verbose=False, mode="export")
     if topk is not None:
         overrides["pst_topk"] = topk
-    with _quiet(), _quiet_clamp(m):
+    with _quiet(), quiet_clamp_warnings(m):
         return Exporter(overrides=overrides)(model=m)
 
 

@@ -2,36 +2,22 @@
 
 from __future__ import annotations
 
-from numbers import Integral
+import contextlib
+from collections.abc import Iterator
 
 import torch.nn as nn
 from ultralytics.utils import LOGGER
 
 from .nn import PSTAttention
+from .nn.attention import check_topk
 
-__all__ = ("check_topk", "get_topk", "set_topk")
+__all__ = ("check_topk", "get_topk", "quiet_clamp_warnings", "set_topk")
 
 
 def _attention_layers(model) -> list[PSTAttention]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a YOLO model or torch nn.Module, got {type(model).__name__}")
     return [m for m in model.modules() if isinstance(m, PSTAttention)]
-
-
-def check_topk(k) -> int:
-    """Return ``k`` if it is a valid ``pst_topk`` (a non-negative integer), else raise a ValueError naming the argument.
-
-    Examples:
-        >>> check_topk(8)
-        8
-        >>> check_topk(-1)
-        Traceback (most recent call last):
-        ...
-        ValueError: pst_topk must be a non-negative integer (0 = coarse attention only), got -1
-    """
-    if isinstance(k, bool) or not isinstance(k, Integral) or k < 0:
-        raise ValueError(f"pst_topk must be a non-negative integer (0 = coarse attention only), got {k!r}")
-    return int(k)
 
 
 def set_topk(model, k: int, verbose: bool = True) -> int:
@@ -71,3 +57,21 @@ def get_topk(model) -> int | None:
     if len(values) > 1:
         raise ValueError(f"PST layers have different pst_topk values {sorted(values)}: call set_topk(model, k)")
     return values.pop() if values else None
+
+
+@contextlib.contextmanager
+def quiet_clamp_warnings(model) -> Iterator[None]:
+    """Hold back the PST layers' one-time top-k clamp warning while ``model`` runs on inputs where it is expected.
+
+    Ultralytics' FLOP count and export dry runs feed tiny proxy images, where ``pst_topk`` often exceeds a layer's
+    coarse tokens; without this, each layer's single warning would be spent on (and describe) the proxy.
+    """
+    layers = _attention_layers(model) if isinstance(model, nn.Module) else []
+    warned = [m._warned_clamp for m in layers]
+    for m in layers:
+        m._warned_clamp = True
+    try:
+        yield
+    finally:
+        for m, w in zip(layers, warned):
+            m._warned_clamp = w

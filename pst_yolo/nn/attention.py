@@ -25,15 +25,33 @@ the softmax. A ``topk`` larger than the number of coarse tokens therefore behave
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from ultralytics.nn.modules import Conv
 from ultralytics.utils import LOGGER
 
-__all__ = ("HEAD_DIM", "PSTAttention")
+__all__ = ("HEAD_DIM", "PSTAttention", "check_topk")
 
 HEAD_DIM = 32  # channels per attention head (DESIGN.md §2)
+
+
+def check_topk(k) -> int:
+    """Return ``k`` if it is a valid ``pst_topk`` (a non-negative integer), else raise a ValueError naming the argument.
+
+    Examples:
+        >>> check_topk(8)
+        8
+        >>> check_topk(-1)
+        Traceback (most recent call last):
+        ...
+        ValueError: pst_topk must be a non-negative integer (0 = coarse attention only), got -1
+    """
+    if isinstance(k, bool) or not isinstance(k, Integral) or k < 0:
+        raise ValueError(f"pst_topk must be a non-negative integer (0 = coarse attention only), got {k!r}")
+    return int(k)
 
 
 def _affine_1x1(conv: Conv) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,9 +115,7 @@ class PSTAttention(nn.Module):
 
     @topk.setter
     def topk(self, k: int) -> None:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise ValueError(f"pst_topk must be a non-negative integer (0 = coarse attention only), got {k!r}")
-        self._topk = k
+        self._topk = check_topk(k)
 
     def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Attend from the fine map ``x`` (B, C, H, W) to the coarse map ``u`` (B, C, Hc, Wc); returns (B, C, H, W)."""
