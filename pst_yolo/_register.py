@@ -407,16 +407,12 @@ class _PSTRow:
         raise ValueError(f"{self.where} row {self.i} {self.row}: {problem}. A PST row reads {self.EXAMPLE}")
 
 
-def _yaml_row(row) -> list:
-    return list(row) if isinstance(row, (list, tuple)) and len(row) == 4 else row
-
-
 def _wrap_parse_model(parse_model):
     from ultralytics.utils import LOGGER
 
     def parse_model_with_pst(d, ch, verbose=True):
         """Ultralytics' ``parse_model`` plus PST rows (see this module's docstring)."""
-        rows = [_yaml_row(r) for r in d["backbone"] + d["head"]]
+        rows = [list(r) if isinstance(r, (list, tuple)) else r for r in d["backbone"] + d["head"]]  # copies
         where = d.get("yaml_file") or "model YAML"
         for i, row in enumerate(rows):
             if not (isinstance(row, list) and len(row) == 4):
@@ -426,7 +422,6 @@ def _wrap_parse_model(parse_model):
             return parse_model(d, ch, verbose)
 
         # Stock parse of stand-in rows: PST row -> Conv with its from/n/c2; probes appended read coarse channels.
-        rows = [list(r) for r in rows]
         for s in specs:
             rows[s.i] = [s.row[0][0], s.n, "Conv", [s.c2, 1]]
         probes = [[s.coarse, 1, "Conv", [8, 1]] for s in specs]
