@@ -5,7 +5,7 @@
 ``pst_yolo.nn.pst.PST``, so unpickling one imports (and registers) the plugin by itself.
 """
 
-from ._register import register
+from .hooks import register
 from .nn import PST, PSTAttention, PSTBlock
 from .topk import get_topk, set_topk
 

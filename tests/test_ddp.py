@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from _cli import run  # tests/_cli.py
 
-from pst_yolo import _register
+from pst_yolo.hooks import ddp
 
 ultralytics = pytest.importorskip("ultralytics")
 pytest.importorskip("cloudpickle", reason="Ultralytics pickles the DDP trainer state with cloudpickle")
@@ -72,7 +72,7 @@ def test_worker_script_imports_pst_yolo(tmp_path):
     finally:
         dist.ddp_cleanup(trainer, file)
     lines = [line.strip() for line in text.splitlines()]
-    at = lines.index(_register._DDP_IMPORT.strip())
+    at = lines.index(ddp.DDP_IMPORT.strip())
     assert lines[at - 1].startswith("sys.path = ")  # importable from the launching process' sys.path
     assert at < next(i for i, line in enumerate(lines) if "torch_load(" in line)  # before the state is unpickled
     compile(text, file, "exec")
@@ -85,7 +85,7 @@ def test_worker_script_without_sys_path_line_is_a_loud_error(tmp_path):
         return str(path)
 
     with pytest.raises(RuntimeError, match="cannot add 'import pst_yolo' to the DDP worker script"):
-        _register._wrap_generate_ddp_file(changed_format)(object())
+        ddp._wrap_generate_ddp_file(changed_format)(object())
 
 
 @pytest.mark.slow

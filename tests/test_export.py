@@ -111,11 +111,11 @@ def test_export_hooks_installed():
     from ultralytics.engine.exporter import Exporter
     from ultralytics.utils.callbacks.base import default_callbacks
 
-    from pst_yolo import _register
+    from pst_yolo.hooks import _common, topk as topk_hooks
 
     for fn in (Exporter.__call__, export_engine.onnx2engine):
-        assert getattr(fn, _register._HOOK, False), fn
-    assert _register._topk_export in default_callbacks["on_export_start"]  # applies k and records it in metadata
+        assert getattr(fn, _common.HOOK, False), fn
+    assert topk_hooks._topk_export in default_callbacks["on_export_start"]  # applies k and records it in metadata
 
 
 def test_exported_graphs_record_topk_shapes_and_precision(exports):

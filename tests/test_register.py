@@ -11,7 +11,9 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 import pst_yolo
-from pst_yolo import PST, _register
+from pst_yolo import PST
+from pst_yolo import hooks as _register
+from pst_yolo.hooks import _common, models
 from pst_yolo.utils import resource_path
 
 ultralytics = pytest.importorskip("ultralytics")
@@ -45,13 +47,13 @@ def pst_params(c1, c_up, c2, n, mlp_ratio=2.0, e=0.5):
 
 def test_supported_ultralytics_and_hooks_installed():
     """Fails loudly when Ultralytics moves out of the tested range or a hook is missing."""
-    assert Version(ultralytics.__version__) in SpecifierSet(_register.SUPPORTED.removeprefix("ultralytics"))
+    assert Version(ultralytics.__version__) in SpecifierSet(_common.SUPPORTED.removeprefix("ultralytics"))
     import ultralytics.data.utils as data_utils
     import ultralytics.utils.checks as checks
     from ultralytics.engine.validator import BaseValidator
 
     for fn in (tasks.parse_model, checks.check_file, data_utils.check_file, BaseValidator.get_model):
-        assert getattr(fn, _register._HOOK, False), fn
+        assert getattr(fn, _common.HOOK, False), fn
 
 
 def test_register_is_idempotent():
@@ -69,9 +71,9 @@ def test_hook_target_mismatch_is_a_loud_error():
     fake = types.ModuleType("ultralytics.nn.fake_tasks")
     fake.parse_model = lambda cfg, channels: None  # renamed parameters, as a future release might do
     with pytest.raises(ImportError, match="tested with ultralytics"):
-        _register._install(fake, "parse_model", ("d", "ch", "verbose"), _register._wrap_parse_model)
+        _common.install(fake, "parse_model", ("d", "ch", "verbose"), models._wrap_parse_model)
     with pytest.raises(ImportError, match="install a supported version"):
-        _register._target(types.ModuleType("empty"), "parse_model", ("d",))
+        _common.target(types.ModuleType("empty"), "parse_model", ("d",))
 
 
 @pytest.mark.parametrize("cfg", CONFIGS)

@@ -11,7 +11,8 @@ import sys
 import pytest
 import torch
 
-from pst_yolo import PST, PSTAttention, PSTBlock, _register
+from pst_yolo import PST, PSTAttention, PSTBlock
+from pst_yolo.hooks.models import _Capture
 
 ultralytics = pytest.importorskip("ultralytics")
 from ultralytics import YOLO  # noqa: E402
@@ -37,7 +38,7 @@ def ckpts(tmp_path_factory):
     d = tmp_path_factory.mktemp("ckpts")
     model = YOLO("yolo11n-pst.yaml")
     model.save(d / "pst.pt")
-    model.model.extra = _register._Capture()  # a pst_yolo class, but not one a checkpoint needs: stays refused
+    model.model.extra = _Capture()  # a pst_yolo class, but not one a checkpoint needs: stays refused
     model.save(d / "pst_extra.pt")
     torch.save({"model": RunsCode(d / "marker")}, d / "runs_code.pt")
     data = (d / "pst.pt").read_bytes()

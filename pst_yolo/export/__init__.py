@@ -1,7 +1,7 @@
 """Exporting PST detectors for edge devices: TensorRT 10 op compatibility, backend preconditions, parity helpers.
 
 Exports themselves are Ultralytics' (``pst-yolo export model=best.pt format=onnx pst_topk=8``); ``pst_topk`` is
-applied to the exported copy by an ``on_export_start`` callback (``pst_yolo._register``). This package adds:
+applied to the exported copy by an ``on_export_start`` callback (``pst_yolo.hooks``). This package adds:
 
 - :func:`check_trt_ops` (CLI: ``scripts/check_trt_ops.py MODEL.onnx``): every op of an ONNX graph against TensorRT
   10's parser table, shipped as ``trt10_ops.yaml``;

@@ -2,7 +2,7 @@
 
 ``format=engine`` needs the ``tensorrt`` package and an NVIDIA CUDA GPU. Without them Ultralytics fails with a
 traceback from ``select_device`` (no GPU), or tries to pip-install ``tensorrt-cu*`` and then fails importing it. The
-export hook in ``pst_yolo._register`` calls :func:`tensorrt_problem` first and raises :class:`ExportBackendError`
+export hook in ``pst_yolo.hooks`` calls :func:`tensorrt_problem` first and raises :class:`ExportBackendError`
 with its one sentence instead; the ``pst-yolo`` CLI prints that sentence without a traceback.
 """
 

@@ -1,0 +1,26 @@
+"""The one place where pst_yolo touches Ultralytics internals: one module per concern.
+
+``register()`` (called by ``import pst_yolo``; idempotent) installs them all. Each module's docstring says what it
+hooks and why no official extension point serves; every hooked name is checked before it is wrapped, so a newer
+Ultralytics that moves one fails loudly at import (pst_yolo is tested with ``SUPPORTED``).
+
+- ``models``: YAML rows naming ``PST`` build like stock modules (``parse_model``).
+- ``names``: configs and datasets resolve by bare name from any directory (``check_file``).
+- ``topk``: ``pst_topk`` is an argument of every mode and reaches the PST layers that run.
+- ``ddp``: multi-GPU workers import pst_yolo.
+- ``safe_load``: restricted loading accepts PST checkpoints.
+- ``export``: TensorRT export of PST models fails in one sentence and checks ops first.
+"""
+
+from __future__ import annotations
+
+from . import ddp, export, models, names, safe_load, topk
+from ._common import HOOK, SUPPORTED
+
+__all__ = ("HOOK", "SUPPORTED", "register")
+
+
+def register() -> None:
+    """Install pst_yolo's hooks into Ultralytics (idempotent)."""
+    for module in (models, names, topk, ddp, safe_load, export):
+        module.register()
