@@ -11,10 +11,11 @@ from ultralytics.utils import LOGGER
 from .nn import PSTAttention
 from .nn.attention import check_topk
 
-__all__ = ("check_topk", "get_topk", "quiet_clamp_warnings", "set_topk")
+__all__ = ("attention_layers", "check_topk", "get_topk", "quiet_clamp_warnings", "set_topk")
 
 
-def _attention_layers(model) -> list[PSTAttention]:
+def attention_layers(model) -> list[PSTAttention]:
+    """The PSTAttention layers of ``model`` (a YOLO object or any nn.Module), in module order."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a YOLO model or torch nn.Module, got {type(model).__name__}")
     return [m for m in model.modules() if isinstance(m, PSTAttention)]
@@ -35,7 +36,7 @@ def set_topk(model, k: int, verbose: bool = True) -> int:
         2
     """
     k = check_topk(k)
-    layers = _attention_layers(model)
+    layers = attention_layers(model)
     for attn in layers:
         attn.topk = k
         attn._warned_clamp = False
@@ -43,7 +44,7 @@ def set_topk(model, k: int, verbose: bool = True) -> int:
         if layers:
             LOGGER.info(f"PST: pst_topk={k} ({'coarse only' if k == 0 else 'fine attention on'}, {len(layers)} layers)")
         else:
-            LOGGER.warning(f"pst_topk={k} ignored: the model has no PST layers (exported models fix it at export)")
+            LOGGER.warning(f"pst_topk={k} ignored: the {type(model).__name__} has no PST layer")
     return len(layers)
 
 
@@ -53,7 +54,7 @@ def get_topk(model) -> int | None:
     Raises:
         ValueError: If the layers disagree (only possible after setting ``PSTAttention.topk`` by hand).
     """
-    values = {attn.topk for attn in _attention_layers(model)}
+    values = {attn.topk for attn in attention_layers(model)}
     if len(values) > 1:
         raise ValueError(f"PST layers have different pst_topk values {sorted(values)}: call set_topk(model, k)")
     return values.pop() if values else None
@@ -66,7 +67,7 @@ def quiet_clamp_warnings(model) -> Iterator[None]:
     Ultralytics' FLOP count and export dry runs feed tiny proxy images, where ``pst_topk`` often exceeds a layer's
     coarse tokens; without this, each layer's single warning would be spent on (and describe) the proxy.
     """
-    layers = _attention_layers(model) if isinstance(model, nn.Module) else []
+    layers = attention_layers(model) if isinstance(model, nn.Module) else []
     warned = [m._warned_clamp for m in layers]
     for m in layers:
         m._warned_clamp = True

@@ -1,14 +1,21 @@
-"""TensorRT export (``format=engine``) of PST models: a one-sentence failure, and an op check before the build.
+"""Export of PST models: ``pst_topk`` on the exporter's copy, and for TensorRT a one-sentence failure and an op check.
 
-Hooks ``Exporter.__call__`` (Ultralytics runs ``select_device``, which fails without CUDA, before any callback; only a
-wrapper comes first) and ``ultralytics.utils.export.engine.onnx2engine`` (which ``Exporter.export_engine`` imports
-from its module at call time). Why no official extension point serves: no export callback runs before the device is
-selected, and none sees the intermediate ONNX file before TensorRT parses it.
+Hooks ``Exporter.__call__`` and ``ultralytics.utils.export.engine.onnx2engine`` (which ``Exporter.export_engine``
+imports from its module at call time). Why no official extension point serves: callbacks are copied into an exporter
+from the YOLO object that makes it (see ``hooks/topk.py``), no export callback runs before ``select_device`` (which
+fails without CUDA), and none sees the intermediate ONNX file before TensorRT parses it. Models without PST layers
+are exported exactly as without the plugin.
 """
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
+from ..topk import attention_layers
 from ._common import install
+from .topk import export_callbacks
+
+_EXPORTING_PST: ContextVar[bool] = ContextVar("pst_yolo_exporting_pst", default=False)
 
 __all__ = ("register",)
 
@@ -25,23 +32,31 @@ def register() -> None:
 def _wrap_export_call(call):
     from ..export.backends import ENGINE_FORMATS, ExportBackendError, tensorrt_problem
 
-    def export_with_backend_check(self, model=None, *args, **kwargs):
-        """Raise ``ExportBackendError`` (one sentence) if ``format=engine`` cannot run here; else export as usual."""
-        if str(self.args.format).lower() in ENGINE_FORMATS:
+    def export_with_pst(self, model=None, *args, **kwargs):
+        """Export with ``pst_topk`` applied; for a PST model and ``format=engine``, fail first in one sentence
+        (``ExportBackendError``) if TensorRT or a CUDA GPU is missing."""
+        pst = hasattr(model, "modules") and bool(attention_layers(model))
+        export_callbacks(self, model)
+        if pst and str(self.args.format).lower() in ENGINE_FORMATS:
             problem = tensorrt_problem(getattr(self.args, "model", None))
             if problem:
                 raise ExportBackendError(problem)
-        return call(self, model, *args, **kwargs)
+        token = _EXPORTING_PST.set(pst)
+        try:
+            return call(self, model, *args, **kwargs)
+        finally:
+            _EXPORTING_PST.reset(token)
 
-    return export_with_backend_check
+    return export_with_pst
 
 
 def _wrap_onnx2engine(onnx2engine):
     from ..export.backends import check_onnx_for_tensorrt
 
     def onnx2engine_after_op_check(onnx_file, *args, **kwargs):
-        """Check ``onnx_file`` against TensorRT 10's ONNX parser table, then build the engine."""
-        check_onnx_for_tensorrt(onnx_file)
+        """Check ``onnx_file`` of a PST model against TensorRT 10's ONNX parser table, then build the engine."""
+        if _EXPORTING_PST.get():
+            check_onnx_for_tensorrt(onnx_file)
         return onnx2engine(onnx_file, *args, **kwargs)
 
     return onnx2engine_after_op_check

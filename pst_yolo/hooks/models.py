@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 
 import torch.nn as nn
 
@@ -112,15 +113,22 @@ def _wrap_parse_model(parse_model):
 
 
 class _Capture(logging.Filter):
-    """Hold back the stock parser's per-layer summary so PST rows can be rewritten before it is printed."""
+    """Hold back the stock parser's per-layer summary so PST rows can be rewritten before it is printed.
+
+    Only records logged by the thread that parses are held: the filter sits on the process-wide logger, and models
+    built at the same time in other threads (with or without PST rows) must log their own lines, unchanged.
+    """
 
     ROW = re.compile(r"\s*(\d+)\s")
 
     def __init__(self):
         super().__init__()
         self.records = []
+        self.thread = threading.get_ident()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread != self.thread:
+            return True
         self.records.append(record)
         return False
 
@@ -134,5 +142,3 @@ class _Capture(logging.Filter):
             if i in lines:
                 record.msg, record.args = lines[i], None
             logger.handle(record)
-
-

@@ -1,18 +1,47 @@
-"""Restricted loading (``ULTRALYTICS_SAFE_LOAD=1``): checkpoints with PST layers load, nothing else new does.
+"""Checkpoint loading: restricted loading accepts PST checkpoints; a damaged file is named as such.
 
-Hooks ``ultralytics.nn.tasks._SafeLoad._build`` (the allow-list builder of Ultralytics' restricted unpickler): PST,
-PSTBlock and PSTAttention are added, and nothing else, so any other unknown class is still refused. Why no official
-extension point serves: the allow-list is built from Ultralytics' own modules only.
+Hooks:
+
+- ``ultralytics.nn.tasks._SafeLoad._build`` (the allow-list builder of Ultralytics' restricted unpickler, used with
+  ``ULTRALYTICS_SAFE_LOAD=1``): PST, PSTBlock and PSTAttention are added, and nothing else, so any other unknown class
+  is still refused. Why no official extension point serves: the allow-list is built from Ultralytics' own modules.
+- ``ultralytics.nn.tasks.torch_safe_load`` (looked up in its module by ``load_checkpoint`` at call time): Ultralytics
+  names a damaged file only for the errors a half-written zip raises; a file cut short elsewhere (a broken download)
+  reaches the user as ``OSError: [Errno 22] Invalid argument`` without a file name. Such an error on an existing file
+  is raised again naming the file and what to do; every other outcome is Ultralytics' own.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 from functools import wraps
 
 from ..nn import PST, PSTAttention
-from ._common import HOOK, SUPPORTED
+from ._common import HOOK, SUPPORTED, install
 
-__all__ = ("register",)
+__all__ = ("DamagedCheckpointError", "register")
+
+
+class DamagedCheckpointError(OSError):
+    """A checkpoint file exists but cannot be read: it is truncated or corrupt."""
+
+
+def _wrap_torch_safe_load(torch_safe_load):
+    def torch_safe_load_naming_damaged_files(weight, *args, **kwargs):
+        """Ultralytics' checkpoint loader; an unreadable existing file fails with its name and the fix."""
+        try:
+            return torch_safe_load(weight, *args, **kwargs)
+        except OSError as e:
+            if isinstance(e, DamagedCheckpointError) or e.errno != errno.EINVAL or not os.path.isfile(weight):
+                raise
+            size = os.path.getsize(weight)
+            raise DamagedCheckpointError(
+                f"checkpoint '{weight}' ({size:,} bytes) cannot be read: the file is truncated or corrupt (an "
+                f"interrupted download or copy?); download or copy it again, or use another checkpoint (e.g. last.pt)",
+            ) from e
+
+    return torch_safe_load_naming_damaged_files
 
 def _safe_classes() -> dict:
     """Allow-list entries ``{"module.Name": class}`` for exactly the classes a PST checkpoint pickles."""
@@ -24,6 +53,8 @@ def _safe_classes() -> dict:
 def register() -> None:
     import ultralytics
     from ultralytics.nn import tasks
+
+    install(tasks, "torch_safe_load", ("weight", "safe_only"), _wrap_torch_safe_load)
 
     safe_load = getattr(tasks, "_SafeLoad", None)
     build = vars(safe_load).get("_build") if isinstance(safe_load, type) else None

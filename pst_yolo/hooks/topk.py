@@ -1,51 +1,69 @@
-"""``pst_topk``: the fine-attention switch as an Ultralytics argument of every mode."""
+"""``pst_topk``: the fine-attention switch as an argument of every Ultralytics mode.
+
+The K a run uses is that run's ``pst_topk`` argument or, when it is omitted, the model's own value (the ``topk`` its
+PST layers carry, saved in checkpoints and set by ``pst_yolo.set_topk``). It is applied class-level, at the point
+where each kind of run takes its model, every time it runs, so it holds for every YOLO object, trainer, validator,
+predictor and exporter whenever it was created (also before ``import pst_yolo``: unpickling a PST checkpoint imports
+the plugin). A model without PST layers is left alone; a ``pst_topk`` given to it gets one warning.
+
+Hooks, and why no official extension point serves (Ultralytics' callbacks are copied into each object when it is
+created, so an object made before the plugin was imported never sees them, and no callback sees a standalone
+validation's model or a predictor's model before every run):
+
+- ``ultralytics.cfg.check_dict_alignment`` (looked up in its module by ``get_cfg`` and the CLI ``entrypoint``): accepts
+  ``pst_topk`` as a key of a full Ultralytics configuration and checks its value. The key is not added to Ultralytics'
+  defaults, so the arguments (and ``args.yaml``) of a run that does not pass it are exactly the stock ones.
+- ``Model.train``: an omitted ``pst_topk`` becomes the model's own value in the run's arguments: the trainer rebuilds
+  the model from its YAML (dropping a value set on the model), and the arguments reach DDP workers and ``args.yaml``.
+- ``BaseTrainer.setup_model`` (first step of every training, in DDP workers too, before the EMA copy is made).
+- ``BaseValidator.get_model`` (the model a standalone validation runs; a trainer's validation runs the EMA).
+- ``BasePredictor.setup_model`` (remembers the module a predictor copies: its value is the "model's own" one, so
+  ``set_topk`` on a YOLO object reaches a predictor that already exists) and ``BasePredictor.setup_source`` (the first
+  step of every predict/track run on an existing model, inside the predictor's lock).
+- ``Exporter.__call__`` is wrapped in ``hooks/export.py``; it calls :func:`export_callbacks` here so the exporter's own
+  copy of the model gets the value (at ``on_export_start``, after the copy and before tracing) and the exported file's
+  metadata records it.
+- ``Model.benchmark`` / ``ultralytics.utils.benchmarks.benchmark``: they pass only each format's export arguments on,
+  so the value is applied to the benchmarked model itself for the duration of the benchmark.
+- ``ultralytics.utils.torch_utils.get_flops``: PSTAttention's one clamp warning is held back while the FLOP counter
+  runs the model on stride-sized proxy images, where ``pst_topk`` often exceeds a layer's coarse tokens.
+"""
 
 from __future__ import annotations
 
 import inspect
+import weakref
 from pathlib import Path
 
 import torch.nn as nn
-from ultralytics.utils import LOGGER
+from ultralytics.utils import DEFAULT_CFG_KEYS, LOGGER
 
-from ..topk import check_topk, get_topk, quiet_clamp_warnings, set_topk
-from ._common import HOOK, SUPPORTED, install
+from ..topk import attention_layers, check_topk, get_topk, quiet_clamp_warnings, set_topk
+from ._common import install
 
-__all__ = ("TOPK_ARG", "register")
+__all__ = ("TOPK_ARG", "export_callbacks", "register")
+
+TOPK_ARG = "pst_topk"
+
 
 def register() -> None:
     import ultralytics.cfg as cfg
     import ultralytics.utils.benchmarks as benchmarks
     import ultralytics.utils.torch_utils as torch_utils
     from ultralytics.engine.model import Model
+    from ultralytics.engine.predictor import BasePredictor
+    from ultralytics.engine.trainer import BaseTrainer
     from ultralytics.engine.validator import BaseValidator
-    from ultralytics.utils import DEFAULT_CFG, DEFAULT_CFG_DICT
-    from ultralytics.utils.callbacks.base import default_callbacks
 
-    if DEFAULT_CFG_DICT.get(TOPK_ARG) is not None:
-        raise ImportError(f"Ultralytics already defines '{TOPK_ARG}': pst_yolo would shadow it ({SUPPORTED})")
-    DEFAULT_CFG_DICT[TOPK_ARG] = None  # the dict get_cfg()/the CLI check keys against (DEFAULT_CFG_KEYS is its view)
-    setattr(DEFAULT_CFG, TOPK_ARG, None)
-    for event, callback in _TOPK_CALLBACKS.items():
-        if not any(getattr(cb, HOOK, False) for cb in default_callbacks[event]):
-            setattr(callback, HOOK, True)
-            default_callbacks[event].append(callback)  # copied into every new YOLO/trainer/validator/predictor/exporter
-    # get_cfg() calls check_cfg (looked up in ultralytics.cfg at call time) when any trainer/validator/predictor/
-    # exporter is built: a bad pst_topk fails there, before datasets are scanned or models built.
-    install(cfg, "check_cfg", ("cfg", "hard"), _wrap_check_cfg)
-    install(BaseValidator, "get_model", ("self", "model", "trainer"), _wrap_get_model)
-    install(Model, "train", ("self", "trainer"), _wrap_train)
-    # Model.benchmark passes only each format's export arguments on (pst_topk is none of them), and its PyTorch row
-    # runs the model as is: both benchmark entry points run with pst_topk applied to the model itself instead.
+    install(cfg, "check_dict_alignment", ("base", "custom", "e", "allowed_custom_keys"), _wrap_check_dict_alignment)
+    install(Model, "train", ("self", "trainer"), _wrap_model_train)
+    install(BaseTrainer, "setup_model", ("self",), _wrap_trainer_setup_model)
+    install(BaseValidator, "get_model", ("self", "model", "trainer"), _wrap_validator_get_model)
+    install(BasePredictor, "setup_model", ("self", "model", "verbose"), _wrap_predictor_setup_model)
+    install(BasePredictor, "setup_source", ("self", "source"), _wrap_predictor_setup_source)
     install(Model, "benchmark", ("self", "data", "format", "verbose"), _wrap_model_benchmark)
     install(benchmarks, "benchmark", ("model", "data", "imgsz"), _wrap_benchmark)
-    # get_flops (looked up in torch_utils at call time by model_info) profiles the model itself on stride-sized proxy
-    # images, where pst_topk often exceeds a layer's coarse tokens: without this, each layer's one clamp warning would
-    # be spent on (and describe) the proxy instead of the real input.
     install(torch_utils, "get_flops", ("model", "imgsz"), _wrap_get_flops)
-
-
-TOPK_ARG = "pst_topk"
 
 
 def _native(model):
@@ -57,158 +75,186 @@ def _native(model):
     return model if isinstance(model, nn.Module) else None
 
 
-def _apply_topk(args, *models, verbose: bool = True) -> int | None:
-    """Apply ``args.pst_topk`` to ``models`` (logged once); when it is None, log the value the model keeps.
+def run_topk(args, model, own: int | None = None, verbose: bool = True) -> int | None:
+    """Apply the run's ``pst_topk`` to ``model`` (or ``own``, the model's own value, when the argument is omitted).
+
+    Args:
+        args (SimpleNamespace): The run's arguments (``pst_topk`` may be absent or None).
+        model (nn.Module | None): The module the run executes; None or a module without PST layers is left alone.
+        own (int | None): The value to use when ``pst_topk`` is omitted; None keeps the model's current value.
+        verbose (bool): Log a given value once per run.
 
     Returns:
-        The ``pst_topk`` the models run with, or None if they have no PST layers.
+        The K the PST layers run with, or None if ``model`` has none.
     """
-    models = [m for m in models if isinstance(m, nn.Module)]
-    k = getattr(args, TOPK_ARG, None)
-    if k is None:
-        k = get_topk(models[0]) if models else None
-        if k is not None and verbose:
-            mode = "coarse only" if k == 0 else "fine attention on"
-            LOGGER.info(f"PST: {TOPK_ARG}={k} (the model's own value; {mode})")
-        return k
-    for i, model in enumerate(models):
-        set_topk(model, k, verbose=verbose and i == 0)
-    return k
+    given = getattr(args, TOPK_ARG, None)
+    layers = attention_layers(model) if isinstance(model, nn.Module) else []
+    if not layers:
+        if given is not None:
+            LOGGER.warning(f"{TOPK_ARG}={given} ignored: {_name(args, model)} has no PST layer")
+        return None
+    k = given if given is not None else own
+    if k is not None:
+        set_topk(model, k, verbose=verbose and given is not None)
+    return get_topk(model)
 
 
-def _warn_exported(args, model) -> None:
-    """Warn that ``args.pst_topk`` (if given) cannot change the exported ``model`` (a path or format name)."""
+def _name(args, model) -> str:
+    """How to name ``model`` in a message: its file, else its class."""
+    return f"'{args.model}'" if getattr(args, "model", None) else f"the {type(model).__name__}"
+
+
+def _warn_exported(args, name, metadata=None) -> None:
+    """Warn that ``args.pst_topk`` (if given) cannot change the exported model ``name`` (its ``metadata`` if known)."""
     if getattr(args, TOPK_ARG, None) is not None:
+        runs = f", which runs {TOPK_ARG}={metadata[TOPK_ARG]}" if TOPK_ARG in (metadata or {}) else ""
         LOGGER.warning(
-            f"{TOPK_ARG}={getattr(args, TOPK_ARG)} ignored for the exported model ({model}): fine attention is fixed "
-            f"when a model is exported (export the .pt with {TOPK_ARG}=K)"
+            f"{TOPK_ARG}={getattr(args, TOPK_ARG)} ignored for the exported model ({name}{runs}): fine attention is "
+            f"fixed when a model is exported (export the .pt with {TOPK_ARG}=K)"
         )
 
 
-def _topk_train(trainer):
-    """on_pretrain_routine_end: apply ``pst_topk`` to the model and its EMA (the EMA is what is validated and saved)."""
-    _apply_topk(trainer.args, trainer.model, trainer.ema and trainer.ema.ema)
+# ------------------------------------------------------------------------------------------------------- arguments
+def _wrap_check_dict_alignment(check_dict_alignment):
+    def check_dict_alignment_with_pst_topk(base, custom, e=None, allowed_custom_keys=None, *args, **kwargs):
+        """Ultralytics' key check, with ``pst_topk`` accepted (and its value checked) against a full configuration.
 
-
-def _topk_export(exporter):
-    """on_export_start: apply ``pst_topk`` to the exporter's copy of the model before it is traced.
-
-    The value is added to the export's metadata (built just before this event, written into the exported file).
-    """
-    k = _apply_topk(exporter.args, exporter.model)
-    if k is not None and isinstance(getattr(exporter, "metadata", None), dict):
-        exporter.metadata[TOPK_ARG] = k
-
-
-_RESTORE = "_pst_topk_restore"  # predictor attribute: (model, value) to put back after a run
-
-
-def _topk_predict_start(predictor):
-    """on_predict_start: apply ``pst_topk`` for this run.
-
-    The predictor runs the YOLO object's own module (AutoBackend does not copy it), so the previous value is put back
-    when the run ends (``_topk_predict_end``), or at the start of the next run if a stream was not consumed to its end.
-    """
-    _topk_predict_end(predictor)
-    model = _native(predictor.model)
-    if model is None:
-        exported = getattr(predictor.model, "metadata", None) or {}
-        runs = f", which runs {TOPK_ARG}={exported[TOPK_ARG]}" if TOPK_ARG in exported else ""
-        _warn_exported(predictor.args, f"{predictor.args.model or predictor.model.format}{runs}")
-        return
-    before = get_topk(model)
-    # predict is often called once per frame: log only when asked for a value, and as verbosely as the predictor
-    _apply_topk(predictor.args, model, verbose=predictor.args.verbose and predictor.args.pst_topk is not None)
-    if before is not None and get_topk(model) != before:
-        setattr(predictor, _RESTORE, (model, before))
-
-
-def _topk_predict_end(predictor):
-    """on_predict_end: give the model back its own ``pst_topk`` (a predict argument applies to that run only)."""
-    model, before = getattr(predictor, _RESTORE, (None, None))
-    if model is not None:
-        set_topk(model, before, verbose=False)
-        setattr(predictor, _RESTORE, (None, None))
-
-
-def _save_val_args(validator):
-    """on_val_end: write ``save_dir/args.yaml`` for standalone validation, as training does for its run.
-
-    Ultralytics' validator writes no args.yaml; validators built by a trainer (mode 'train') are skipped so that the
-    training run's own args.yaml is never overwritten.
-    """
-    from ultralytics.utils import YAML
-
-    if getattr(validator.args, "mode", None) == "val" and validator.save_dir:
-        YAML.save(Path(validator.save_dir) / "args.yaml", vars(validator.args))
-
-
-_TOPK_CALLBACKS = {  # event -> default callback (Ultralytics' events; each gets the trainer/predictor/... object)
-    "on_pretrain_routine_end": _topk_train,
-    "on_predict_start": _topk_predict_start,
-    "on_predict_end": _topk_predict_end,
-    "on_export_start": _topk_export,
-    "on_val_end": _save_val_args,
-}
-
-
-def _wrap_check_cfg(check_cfg):
-    def check_cfg_with_pst_topk(cfg, hard=True, **kwargs):
-        """Ultralytics' argument checks plus ``pst_topk`` (None or a non-negative integer)."""
-        check_cfg(cfg, hard, **kwargs)
-        if cfg.get(TOPK_ARG) is not None:
-            cfg[TOPK_ARG] = check_topk(cfg[TOPK_ARG])
-
-    return check_cfg_with_pst_topk
-
-
-def _wrap_get_model(get_model):
-    from ultralytics.nn.tasks import load_checkpoint
-
-    def get_model_with_pst_topk(self, model, trainer=None, **kwargs):
-        """Apply ``pst_topk`` to the (copied) model a standalone validation runs; record the value in ``self.args``.
-
-        No callback sees the model of a standalone validation before it runs, so this is the place. A checkpoint
-        given by path (a trainer's final validation, a validator built by hand) is loaded here, as AutoBackend would.
+        ``base`` is Ultralytics' full configuration in every mode (``get_cfg`` and the CLI); the settings and
+        solutions commands check against other dictionaries, which keep rejecting the key.
         """
-        model = get_model(self, model, trainer, **kwargs)
-        if trainer is None:
-            if not isinstance(model, nn.Module) and getattr(self.args, TOPK_ARG, None) is not None:
-                weights = model or self.args.model
-                if not str(weights).endswith(".pt"):
-                    _warn_exported(self.args, weights)
-                    return model
-                model = load_checkpoint(weights)[0]
-            k = _apply_topk(self.args, model) if isinstance(model, nn.Module) else None
-            if k is not None:
-                setattr(self.args, TOPK_ARG, k)  # args.yaml and the validator's args show the value used
-        return model
+        if TOPK_ARG in custom and TOPK_ARG not in base and DEFAULT_CFG_KEYS <= base.keys():
+            if custom[TOPK_ARG] is not None:
+                custom[TOPK_ARG] = check_topk(custom[TOPK_ARG])  # in place: the caller merges this dict
+            allowed = {"augmentations", "save_dir"} if allowed_custom_keys is None else allowed_custom_keys
+            allowed_custom_keys = {*allowed, TOPK_ARG}
+        elif custom.get(TOPK_ARG) is not None:  # a reused configuration that already has the key
+            custom[TOPK_ARG] = check_topk(custom[TOPK_ARG])
+        return check_dict_alignment(base, custom, e, allowed_custom_keys, *args, **kwargs)
 
-    return get_model_with_pst_topk
+    return check_dict_alignment_with_pst_topk
 
 
-def _wrap_train(train):
+# ----------------------------------------------------------------------------------------------------------- train
+def _wrap_model_train(train):
     from ultralytics.utils import YAML
     from ultralytics.utils.checks import check_yaml
 
     def train_with_pst_topk(self, trainer=None, **kwargs):
-        """Train; an omitted ``pst_topk`` becomes the model's own value (recorded in args.yaml and checkpoints).
-
-        The trainer rebuilds the model from its YAML and loads the weights, which would drop a ``pst_topk`` set on
-        the model (for example fine-tuning a checkpoint trained with fine attention).
-        """
+        """Train; an omitted ``pst_topk`` becomes the model's own value (recorded in args.yaml and checkpoints)."""
         given = kwargs.get(TOPK_ARG, self.overrides.get(TOPK_ARG))
         if given is None and kwargs.get("cfg"):
             given = YAML.load(check_yaml(kwargs["cfg"])).get(TOPK_ARG)
         if given is None and not kwargs.get("resume") and isinstance(self.model, nn.Module):
             k = get_topk(self.model)
-            if k is not None:
+            if k is not None:  # PST models only: a stock run's arguments stay the stock ones
                 kwargs[TOPK_ARG] = k
         return train(self, trainer, **kwargs)
 
     return train_with_pst_topk
 
 
+def _wrap_trainer_setup_model(setup_model):
+    def setup_model_with_pst_topk(self, *args, **kwargs):
+        """Build or load the model as usual, then apply ``pst_topk`` (before the EMA copy is made from it)."""
+        ckpt = setup_model(self, *args, **kwargs)
+        run_topk(self.args, self.model)
+        return ckpt
+
+    return setup_model_with_pst_topk
+
+
+# ------------------------------------------------------------------------------------------------------------- val
+def _wrap_validator_get_model(get_model):
+    from ultralytics.nn.tasks import load_checkpoint
+    from ultralytics.utils import YAML
+
+    def get_model_with_pst_topk(self, model, trainer=None, *args, **kwargs):
+        """The model a standalone validation runs, with ``pst_topk`` applied and recorded in ``self.args``.
+
+        A checkpoint given by path (a trainer's final validation of best.pt, a validator built by hand) is loaded
+        here, as AutoBackend would, when a value is given. A PST validation also writes ``save_dir/args.yaml``, so the
+        value it ran with is on disk next to its plots.
+        """
+        model = get_model(self, model, trainer, *args, **kwargs)
+        if trainer is not None:
+            return model  # the EMA, which carries the training run's value
+        if not isinstance(model, nn.Module) and getattr(self.args, TOPK_ARG, None) is not None:
+            weights = model or self.args.model
+            if not str(weights).endswith(".pt"):
+                _warn_exported(self.args, weights)  # AutoBackend loads it as it is
+                return model
+            model = load_checkpoint(weights)[0]
+        k = run_topk(self.args, model if isinstance(model, nn.Module) else None)
+        if k is not None:
+            setattr(self.args, TOPK_ARG, k)
+            if getattr(self.args, "mode", None) == "val" and self.save_dir:
+                YAML.save(Path(self.save_dir) / "args.yaml", vars(self.args))
+        return model
+
+    return get_model_with_pst_topk
+
+
+# --------------------------------------------------------------------------------------------------------- predict
+_SOURCE = "_pst_topk_source"  # predictor attribute: the module it copied (weak), or the copy's own value
+
+
+def _wrap_predictor_setup_model(setup_model):
+    def setup_model_remembering_source(self, model, *args, **kwargs):
+        """Set up the predictor's copy of ``model`` as usual; remember where its own ``pst_topk`` comes from.
+
+        The predictor runs a copy: the module it copied (a YOLO object's ``.model``) keeps the "model's own" value,
+        so a later ``set_topk`` on it reaches this predictor; a model loaded from a file keeps its checkpoint value.
+        """
+        setup_model(self, model, *args, **kwargs)
+        copy = _native(self.model)
+        if copy is not None and attention_layers(copy):
+            source = weakref.ref(model) if isinstance(model, nn.Module) else get_topk(copy)
+            setattr(self, _SOURCE, source)
+
+    return setup_model_remembering_source
+
+
+def _wrap_predictor_setup_source(setup_source):
+    def setup_source_with_pst_topk(self, source, *args, **kwargs):
+        """Apply ``pst_topk`` to the predictor's model at the start of every run (the model exists by then)."""
+        model = _native(self.model)
+        if model is None:
+            _warn_exported(self.args, self.args.model or self.model.format, getattr(self.model, "metadata", None))
+        else:
+            own = getattr(self, _SOURCE, None)
+            if isinstance(own, weakref.ref):
+                own = own()
+                own = get_topk(own) if own is not None else None
+            # predict is often called once per frame: log a given value only as verbosely as the predictor
+            run_topk(self.args, model, own, verbose=bool(self.args.verbose))
+        return setup_source(self, source, *args, **kwargs)
+
+    return setup_source_with_pst_topk
+
+
+# ---------------------------------------------------------------------------------------------------------- export
+def _topk_export(exporter) -> None:
+    """on_export_start: apply ``pst_topk`` to the exporter's copy of the model and record it in the file's metadata."""
+    k = run_topk(exporter.args, exporter.model)
+    if k is not None and isinstance(getattr(exporter, "metadata", None), dict):
+        exporter.metadata[TOPK_ARG] = k
+
+
+def export_callbacks(exporter, model) -> None:
+    """Give ``exporter`` (about to export ``model``) its own callbacks dict with the ``pst_topk`` callback added.
+
+    Only for models with PST layers, and only on this exporter's copy of the dict: the YOLO object's callbacks (which
+    the exporter shares) stay as they were.
+    """
+    if isinstance(model, nn.Module) and attention_layers(model):
+        callbacks = dict(exporter.callbacks)
+        callbacks["on_export_start"] = [*callbacks.get("on_export_start", []), _topk_export]
+        exporter.callbacks = callbacks
+    elif getattr(exporter.args, TOPK_ARG, None) is not None:
+        run_topk(exporter.args, model)  # the one-line "has no PST layer" warning
+
+
+# ------------------------------------------------------------------------------------------------------- benchmark
 class _TopkApplied:
     """Context: ``pst_topk`` set on a YOLO object's module (logged), its own value restored on exit."""
 
@@ -259,7 +305,7 @@ def _wrap_benchmark(benchmark):
 
 def _wrap_get_flops(get_flops):
     def get_flops_without_clamp_warnings(model, imgsz=640, *args, **kwargs):
-        """Ultralytics' ``get_flops`` with PSTAttention's clamp warning held back (see ``_register_topk_argument``)."""
+        """Ultralytics' ``get_flops`` with PSTAttention's clamp warning held back (see the module docstring)."""
         with quiet_clamp_warnings(model):
             return get_flops(model, imgsz, *args, **kwargs)
 

@@ -108,6 +108,16 @@ class PSTAttention(nn.Module):
         self.pe = Conv(dim, dim, 7, g=dim, act=False)
         self.proj = Conv(dim, dim, 1, act=False)
 
+    def __getstate__(self) -> dict:
+        """Pickle without the run-time clamp-warning flag: a loaded checkpoint warns again (once) when it clamps."""
+        state = super().__getstate__()
+        state.pop("_warned_clamp", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickle (checkpoints saved before the flag was dropped from the state carry it: it is reset)."""
+        super().__setstate__({**state, "_warned_clamp": False})
+
     @property
     def topk(self) -> int:
         """Coarse tokens selected for fine attention (0 = coarse only)."""
