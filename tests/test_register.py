@@ -12,7 +12,6 @@ from packaging.version import Version
 
 import pst_yolo
 from pst_yolo import PST
-from pst_yolo import hooks as _register
 from pst_yolo.hooks import _common, models
 from pst_yolo.utils import resource_path
 

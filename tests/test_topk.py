@@ -158,8 +158,11 @@ def test_predict_topk_applies_to_that_run_only(shapes_model, test_root, logs):
     assert len(coarse) and len(fine)
     assert not torch.equal(coarse, fine)
     assert torch.equal(boxes(pst_topk=8), fine)
-    assert get_topk(model) == 0  # the YOLO object's own module is given its value back
-    assert torch.equal(boxes(), coarse)
+    assert get_topk(model) == 0  # a run's value does not change the YOLO object's own
+    assert torch.equal(boxes(), coarse)  # ... nor what its next run (same predictor) computes
+    set_topk(model, 8, verbose=False)  # the object's own value reaches the predictor that already exists
+    assert torch.equal(boxes(), fine)
+    assert torch.equal(boxes(pst_topk=0), coarse)
 
 
 def test_predict_cli_fresh_process(shapes_model, test_root, cli_env, tmp_path):

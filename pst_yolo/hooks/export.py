@@ -13,7 +13,7 @@ from contextvars import ContextVar
 
 from ..topk import attention_layers
 from ._common import install
-from .topk import export_callbacks
+from .topk import export_model
 
 _EXPORTING_PST: ContextVar[bool] = ContextVar("pst_yolo_exporting_pst", default=False)
 
@@ -36,7 +36,7 @@ def _wrap_export_call(call):
         """Export with ``pst_topk`` applied; for a PST model and ``format=engine``, fail first in one sentence
         (``ExportBackendError``) if TensorRT or a CUDA GPU is missing."""
         pst = hasattr(model, "modules") and bool(attention_layers(model))
-        export_callbacks(self, model)
+        model = export_model(self, model)
         if pst and str(self.args.format).lower() in ENGINE_FORMATS:
             problem = tensorrt_problem(getattr(self.args, "model", None))
             if problem:

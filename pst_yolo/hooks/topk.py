@@ -20,9 +20,8 @@ validation's model or a predictor's model before every run):
 - ``BasePredictor.setup_model`` (remembers the module a predictor copies: its value is the "model's own" one, so
   ``set_topk`` on a YOLO object reaches a predictor that already exists) and ``BasePredictor.setup_source`` (the first
   step of every predict/track run on an existing model, inside the predictor's lock).
-- ``Exporter.__call__`` is wrapped in ``hooks/export.py``; it calls :func:`export_callbacks` here so the exporter's own
-  copy of the model gets the value (at ``on_export_start``, after the copy and before tracing) and the exported file's
-  metadata records it.
+- ``Exporter.__call__`` is wrapped in ``hooks/export.py``; it exports :func:`export_model`'s copy of the model, which
+  runs the value (dry run and tracing alike), and the exported file's metadata records it.
 - ``Model.benchmark`` / ``ultralytics.utils.benchmarks.benchmark``: they pass only each format's export arguments on,
   so the value is applied to the benchmarked model itself for the duration of the benchmark.
 - ``ultralytics.utils.torch_utils.get_flops``: PSTAttention's one clamp warning is held back while the FLOP counter
@@ -33,6 +32,7 @@ from __future__ import annotations
 
 import inspect
 import weakref
+from copy import deepcopy
 from pathlib import Path
 
 import torch.nn as nn
@@ -41,7 +41,7 @@ from ultralytics.utils import DEFAULT_CFG_KEYS, LOGGER
 from ..topk import attention_layers, check_topk, get_topk, quiet_clamp_warnings, set_topk
 from ._common import install
 
-__all__ = ("TOPK_ARG", "export_callbacks", "register")
+__all__ = ("TOPK_ARG", "export_model", "register", "run_topk")
 
 TOPK_ARG = "pst_topk"
 
@@ -233,25 +233,27 @@ def _wrap_predictor_setup_source(setup_source):
 
 
 # ---------------------------------------------------------------------------------------------------------- export
-def _topk_export(exporter) -> None:
-    """on_export_start: apply ``pst_topk`` to the exporter's copy of the model and record it in the file's metadata."""
-    k = run_topk(exporter.args, exporter.model)
-    if k is not None and isinstance(getattr(exporter, "metadata", None), dict):
+def export_model(exporter, model):
+    """The module ``exporter`` should export: for a PST model, a copy with the run's ``pst_topk`` applied.
+
+    The exporter copies the model it is given and runs it (dry run, then tracing); giving it a copy that already runs
+    the value makes both use it, and leaves the caller's module as it was. The value is recorded in the exported
+    file's metadata by a callback added to this exporter's own callbacks dict (the YOLO object's, which the exporter
+    shares, stays as it was). A model without PST layers is returned unchanged.
+    """
+    if not isinstance(model, nn.Module) or not attention_layers(model):
+        run_topk(exporter.args, model)  # a given value: the one-line "has no PST layer" warning
+        return model
+    copy = deepcopy(model)
+    k = run_topk(exporter.args, copy)
+
+    def record_topk(exporter):
+        """on_export_start: the metadata (built just before) gets the value the graph runs."""
         exporter.metadata[TOPK_ARG] = k
 
-
-def export_callbacks(exporter, model) -> None:
-    """Give ``exporter`` (about to export ``model``) its own callbacks dict with the ``pst_topk`` callback added.
-
-    Only for models with PST layers, and only on this exporter's copy of the dict: the YOLO object's callbacks (which
-    the exporter shares) stay as they were.
-    """
-    if isinstance(model, nn.Module) and attention_layers(model):
-        callbacks = dict(exporter.callbacks)
-        callbacks["on_export_start"] = [*callbacks.get("on_export_start", []), _topk_export]
-        exporter.callbacks = callbacks
-    elif getattr(exporter.args, TOPK_ARG, None) is not None:
-        run_topk(exporter.args, model)  # the one-line "has no PST layer" warning
+    start = [*exporter.callbacks.get("on_export_start", []), record_topk]
+    exporter.callbacks = {**exporter.callbacks, "on_export_start": start}
+    return copy
 
 
 # ------------------------------------------------------------------------------------------------------- benchmark
