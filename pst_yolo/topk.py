@@ -26,6 +26,8 @@ def set_topk(model, k: int, verbose: bool = True) -> int:
 
     Args:
         model (ultralytics.YOLO | nn.Module): A YOLO object, its ``.model``, or any module containing PST layers.
+            The value is the model's own from now on: every later run that does not pass ``pst_topk`` uses it, also
+            a predictor that already exists (it runs a copy of the module, made before).
         k (int): Coarse tokens kept per image and head for fine attention. Values above a layer's coarse token count
             are clamped for that layer at run time (with one warning).
         verbose (bool): Log the value applied.
@@ -40,6 +42,7 @@ def set_topk(model, k: int, verbose: bool = True) -> int:
     for attn in layers:
         attn.topk = k
         attn._warned_clamp = False
+
     if verbose:
         if layers:
             LOGGER.info(f"PST: pst_topk={k} ({'coarse only' if k == 0 else 'fine attention on'}, {len(layers)} layers)")

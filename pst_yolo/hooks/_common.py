@@ -5,10 +5,11 @@ from __future__ import annotations
 import inspect
 from functools import wraps
 
-__all__ = ("HOOK", "SUPPORTED", "install", "target")
+__all__ = ("HOOK", "INSTALLED", "SUPPORTED", "install", "target")
 
 SUPPORTED = "ultralytics>=8.4.190,<8.5"  # keep in sync with pyproject.toml
 HOOK = "_pst_yolo_hook"  # attribute marking our wrappers (idempotence)
+INSTALLED: dict[str, object] = {}  # "module.name" -> the owner (module or class) of every hooked name
 
 
 def target(module, name: str, params: tuple[str, ...]):
@@ -25,9 +26,15 @@ def target(module, name: str, params: tuple[str, ...]):
     return fn
 
 
+def qualified(owner) -> str:
+    """Dotted name of a module or class (``ultralytics.engine.model.Model``)."""
+    return f"{owner.__module__}.{owner.__qualname__}" if isinstance(owner, type) else owner.__name__
+
+
 def install(module, name: str, params: tuple[str, ...], make_wrapper) -> None:
     """Replace ``module.name`` by ``make_wrapper(original)`` unless it is already ours."""
     fn = target(module, name, params)
+    INSTALLED[f"{qualified(module)}.{name}"] = module
     if not getattr(fn, HOOK, False):
         wrapper = wraps(fn)(make_wrapper(fn))
         setattr(wrapper, HOOK, True)

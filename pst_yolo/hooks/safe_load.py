@@ -18,7 +18,7 @@ import os
 from functools import wraps
 
 from ..nn import PST, PSTAttention
-from ._common import HOOK, SUPPORTED, install
+from ._common import HOOK, INSTALLED, SUPPORTED, install
 
 __all__ = ("DamagedCheckpointError", "register")
 
@@ -73,6 +73,7 @@ def register() -> None:
 
         setattr(_build_with_pst, HOOK, True)
         safe_load._build = classmethod(_build_with_pst)
+    INSTALLED["ultralytics.nn.tasks._SafeLoad._build"] = safe_load
     with safe_load._lock:
         if safe_load._registry is not None:  # a restricted load ran before pst_yolo was imported
             safe_load._registry.update(_safe_classes())

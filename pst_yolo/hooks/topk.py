@@ -17,20 +17,19 @@ validation's model or a predictor's model before every run):
   the model from its YAML (dropping a value set on the model), and the arguments reach DDP workers and ``args.yaml``.
 - ``BaseTrainer.setup_model`` (first step of every training, in DDP workers too, before the EMA copy is made).
 - ``BaseValidator.get_model`` (the model a standalone validation runs; a trainer's validation runs the EMA).
-- ``BasePredictor.setup_model`` (remembers the module a predictor copies: its value is the "model's own" one, so
-  ``set_topk`` on a YOLO object reaches a predictor that already exists) and ``BasePredictor.setup_source`` (the first
-  step of every predict/track run on an existing model, inside the predictor's lock).
+- ``BasePredictor.setup_model`` (remembers the module a predictor deep-copies: its value stays the model's own, so
+  ``set_topk`` reaches a predictor that already exists) and ``BasePredictor.setup_source`` (the first step of every
+  predict/track run once the predictor has its model, inside the predictor's lock).
 - ``Exporter.__call__`` is wrapped in ``hooks/export.py``; it exports :func:`export_model`'s copy of the model, which
   runs the value (dry run and tracing alike), and the exported file's metadata records it.
-- ``Model.benchmark`` / ``ultralytics.utils.benchmarks.benchmark``: they pass only each format's export arguments on,
-  so the value is applied to the benchmarked model itself for the duration of the benchmark.
+- ``Model.benchmark``: it passes only each format's export arguments on, so the value is applied to the benchmarked
+  model itself for the duration of the benchmark (its PyTorch row and every export run it).
 - ``ultralytics.utils.torch_utils.get_flops``: PSTAttention's one clamp warning is held back while the FLOP counter
   runs the model on stride-sized proxy images, where ``pst_topk`` often exceeds a layer's coarse tokens.
 """
 
 from __future__ import annotations
 
-import inspect
 import weakref
 from copy import deepcopy
 from pathlib import Path
@@ -48,7 +47,6 @@ TOPK_ARG = "pst_topk"
 
 def register() -> None:
     import ultralytics.cfg as cfg
-    import ultralytics.utils.benchmarks as benchmarks
     import ultralytics.utils.torch_utils as torch_utils
     from ultralytics.engine.model import Model
     from ultralytics.engine.predictor import BasePredictor
@@ -62,7 +60,6 @@ def register() -> None:
     install(BasePredictor, "setup_model", ("self", "model", "verbose"), _wrap_predictor_setup_model)
     install(BasePredictor, "setup_source", ("self", "source"), _wrap_predictor_setup_source)
     install(Model, "benchmark", ("self", "data", "format", "verbose"), _wrap_model_benchmark)
-    install(benchmarks, "benchmark", ("model", "data", "imgsz"), _wrap_benchmark)
     install(torch_utils, "get_flops", ("model", "imgsz"), _wrap_get_flops)
 
 
@@ -195,36 +192,40 @@ def _wrap_validator_get_model(get_model):
 
 
 # --------------------------------------------------------------------------------------------------------- predict
-_SOURCE = "_pst_topk_source"  # predictor attribute: the module it copied (weak), or the copy's own value
+OWN = "_pst_topk_own"  # predictor attribute: where the value of a run without pst_topk comes from
 
 
 def _wrap_predictor_setup_model(setup_model):
-    def setup_model_remembering_source(self, model, *args, **kwargs):
-        """Set up the predictor's copy of ``model`` as usual; remember where its own ``pst_topk`` comes from.
+    def setup_model_remembering_own_topk(self, model, *args, **kwargs):
+        """Set up the predictor's copy of ``model`` as usual; remember where the model's own ``pst_topk`` lives.
 
-        The predictor runs a copy: the module it copied (a YOLO object's ``.model``) keeps the "model's own" value,
-        so a later ``set_topk`` on it reaches this predictor; a model loaded from a file keeps its checkpoint value.
+        The predictor runs a deep copy. The module it copied (a YOLO object's ``.model``) keeps the model's own value,
+        so ``set_topk`` on it, or on its YOLO object, reaches this predictor; a model loaded from a file keeps the value
+        its checkpoint carries.
         """
         setup_model(self, model, *args, **kwargs)
         copy = _native(self.model)
         if copy is not None and attention_layers(copy):
-            source = weakref.ref(model) if isinstance(model, nn.Module) else get_topk(copy)
-            setattr(self, _SOURCE, source)
+            setattr(self, OWN, weakref.ref(model) if isinstance(model, nn.Module) else get_topk(copy))
 
-    return setup_model_remembering_source
+    return setup_model_remembering_own_topk
 
 
 def _wrap_predictor_setup_source(setup_source):
     def setup_source_with_pst_topk(self, source, *args, **kwargs):
-        """Apply ``pst_topk`` to the predictor's model at the start of every run (the model exists by then)."""
+        """Apply ``pst_topk`` to the predictor's model at the start of every run (the model exists by then).
+
+        Without a ``pst_topk`` argument the run uses the model's own value: that of the module the predictor copied
+        (see ``setup_model_remembering_own_topk``), read now, so a ``set_topk`` since the copy was made counts.
+        """
         model = _native(self.model)
         if model is None:
             _warn_exported(self.args, self.args.model or self.model.format, getattr(self.model, "metadata", None))
         else:
-            own = getattr(self, _SOURCE, None)
+            own = getattr(self, OWN, None)
             if isinstance(own, weakref.ref):
-                own = own()
-                own = get_topk(own) if own is not None else None
+                copied = own()
+                own = get_topk(copied) if copied is not None else None
             # predict is often called once per frame: log a given value only as verbosely as the predictor
             run_topk(self.args, model, own, verbose=bool(self.args.verbose))
         return setup_source(self, source, *args, **kwargs)
@@ -281,26 +282,6 @@ def _wrap_model_benchmark(benchmark):
         self._check_is_pytorch_model()
         with _TopkApplied(self, k):
             return benchmark(self, *args, **kwargs)
-
-    return benchmark_with_pst_topk
-
-
-def _wrap_benchmark(benchmark):
-    signature = inspect.signature(benchmark)
-
-    def benchmark_with_pst_topk(*args, **kwargs):
-        """``ultralytics.utils.benchmarks.benchmark`` with ``pst_topk`` applied to the model (see Model.benchmark)."""
-        k = kwargs.pop(TOPK_ARG, None)
-        if k is None:
-            return benchmark(*args, **kwargs)
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        if isinstance(bound.arguments["model"], (str, Path)):
-            from ultralytics import YOLO
-
-            bound.arguments["model"] = YOLO(bound.arguments["model"])
-        with _TopkApplied(bound.arguments["model"], k):
-            return benchmark(*bound.args, **bound.kwargs)
 
     return benchmark_with_pst_topk
 
