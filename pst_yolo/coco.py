@@ -7,11 +7,19 @@ used). The 12 standard metrics are :data:`COCO_METRICS`.
 
 Matching is by content, not by convention:
 
-- images by file name through the json's ``images`` (Ultralytics' own image id, ``int(stem)``, only as a fallback
-  for files the json does not name), so any naming scheme works and a json of the wrong split fails loudly;
+- images by path through the json's ``images``: each validation image is keyed by its own path, and matched to the
+  json entry whose ``file_name`` shares the most trailing path components with it (just the file name for COCO's flat
+  folders; ``cam1/0001.jpg`` tells ``images/cam1/0001.jpg`` from ``images/cam2/0001.jpg``); Ultralytics' own image id,
+  ``int(stem)``, only as a fallback for files the json does not name. Two images never share a json id: files that
+  share a name in different folders that the json cannot tell apart are an error naming them, never merged. A json of
+  the wrong split fails loudly;
 - categories by name through the json's ``categories`` (the model's class names; case and ``_`` vs space are
   ignored), so COCO's 80-of-91 ids and any custom id scheme work; a json without category names falls back to
   Ultralytics' own ids (COCO 91-ids for COCO, ``class + 1`` otherwise), which must then exist in the json.
+
+Scoring follows the COCO protocol: each image's 100 highest-scoring detections, across all categories, are scored
+(:func:`cap_detections`). pycocotools' ``maxDets=100`` alone caps each image *and category*, which lets an image
+contribute more than 100 detections and makes AP/AR slightly optimistic; Ultralytics keeps up to ``max_det=300``.
 
 Typical use is ``scripts/eval_coco.py``; in Python::
 
@@ -27,7 +35,7 @@ import csv
 import io
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ultralytics.utils import LOGGER
 
@@ -36,7 +44,9 @@ from .topk import check_topk
 
 __all__ = (
     "COCO_METRICS",
+    "MAX_DETS",
     "ValRun",
+    "cap_detections",
     "category_ids",
     "evaluate",
     "find_annotations",
@@ -51,6 +61,7 @@ __all__ = (
 # COCOeval.stats, in order: AP at IoU .50:.95 / .50 / .75, AP small / medium / large (maxDets 100), AR at maxDets
 # 1 / 10 / 100, AR small / medium / large (maxDets 100).
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+MAX_DETS = 100  # the COCO protocol: detections scored per image, across categories
 
 
 @dataclass
@@ -59,7 +70,9 @@ class ValRun:
 
     Attributes:
         detections (list[dict]): Ultralytics' COCO-style detections: ``image_id``, ``file_name``, ``category_id``
-            (Ultralytics' id), ``bbox`` (x, y, w, h in original image pixels) and ``score``.
+            (Ultralytics' id), ``bbox`` (x, y, w, h in original image pixels) and ``score``, plus ``im_file``, the
+            path of the image (as in ``im_files``; Ultralytics' ``file_name`` and ``image_id`` are the same for two
+            files that share a name in different folders).
         im_files (list[str]): Every image of the validated split, with or without detections.
         names (dict[int, str]): The model's class names.
         class_map (list[int]): Ultralytics' category id of each class (``detections`` use these).
@@ -94,8 +107,9 @@ def run_val(model, data: str, pst_topk: int | None = None, **kwargs) -> ValRun:
         **kwargs: Further ``YOLO.val`` arguments (``imgsz``, ``batch``, ``device``, ``conf``, ``max_det`` ...).
 
     Returns:
-        The captured :class:`ValRun`. Its ``predictions.json`` is written by this function (Ultralytics' own json
-        scoring is skipped: the detections are scored here, with pycocotools).
+        The captured :class:`ValRun`. Its ``predictions.json`` (Ultralytics' detections, each with its ``im_file``) is
+        written by this function (Ultralytics' own json scoring is skipped: the detections are scored here, with
+        pycocotools).
     """
     from ultralytics import YOLO
 
@@ -105,6 +119,24 @@ def run_val(model, data: str, pst_topk: int | None = None, **kwargs) -> ValRun:
     if data in load_index():
         data = str(dataset_yaml(data))  # 'coco' -> Ultralytics' coco.yaml; 'shapes' -> pst_yolo's shapes.yaml
     runs = []
+
+    def tag(validator):
+        """on_val_start: have this run's ``pred_to_json`` record each detection's image path (``im_file``).
+
+        Ultralytics identifies a detection's image by file name and stem only, so two images that share a name in
+        different folders would be indistinguishable. The wrapper is set on this validator object only, for this run,
+        and calls Ultralytics' method unchanged.
+        """
+        to_json = validator.pred_to_json
+
+        def pred_to_json(predn, pbatch):
+            start = len(validator.jdict)
+            to_json(predn, pbatch)
+            if pbatch.get("im_file") is not None:
+                for d in validator.jdict[start:]:
+                    d["im_file"] = str(pbatch["im_file"])
+
+        validator.pred_to_json = pred_to_json
 
     def capture(validator):
         """on_val_end: take over the detections (Ultralytics would score them itself right after this callback)."""
@@ -124,10 +156,12 @@ def run_val(model, data: str, pst_topk: int | None = None, **kwargs) -> ValRun:
         # install faster-coco-eval); we write the same file below and score with pycocotools.
         validator.jdict = []
 
+    model.add_callback("on_val_start", tag)
     model.add_callback("on_val_end", capture)
     try:
         metrics = model.val(data=data, save_json=True, pst_topk=pst_topk, **kwargs)
     finally:
+        model.callbacks["on_val_start"].remove(tag)
         model.callbacks["on_val_end"].remove(capture)
     if len(runs) != 1:
         raise RuntimeError(f"expected one validation run, captured {len(runs)} (distributed validation?)")
@@ -224,67 +258,156 @@ def category_ids(categories: list[dict], names: dict[int, str], class_map: list[
     return {class_map[i]: class_map[i] for i in names}
 
 
+def _parts(path) -> tuple[str, ...]:
+    return PurePosixPath(str(path).replace("\\", "/")).parts
+
+
+def _shared_tail(a: tuple[str, ...], b: tuple[str, ...]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return n
+
+
 def image_ids(images: list[dict], im_files: list[str]) -> dict[str, int]:
-    """Map each validation image to its json image id, by file name (Ultralytics' ``int(stem)`` as a fallback).
+    """Map each validation image, by its path, to its json image id.
+
+    An image matches the json entries with its file name; among several, the one whose ``file_name`` shares the most
+    trailing path components with the image's path (``cam1/a.jpg`` for ``.../images/cam1/a.jpg``). An image the json
+    does not name falls back to Ultralytics' ``int(stem)``. Two images never get the same id.
 
     Args:
         images (list[dict]): The json's ``images`` (``id``, ``file_name``).
         im_files (list[str]): Paths of the validated images.
 
     Returns:
-        ``{file name: json image id}`` for every image in ``im_files``.
+        ``{image path, as in im_files: json image id}`` for every image in ``im_files``.
 
     Raises:
-        ValueError: If an image is neither named by the json nor has a numeric stem that is a json image id.
+        ValueError: If an image is neither named by the json nor has a numeric stem that is a json image id, if it
+            matches several json entries equally well, or if two images (files that share a name in different
+            folders, the json naming the file once) match the same json image.
 
     Examples:
         >>> image_ids([{"id": 5, "file_name": "val/a.jpg"}, {"id": 9, "file_name": "x.jpg"}], ["d/a.jpg", "d/9.jpg"])
-        {'a.jpg': 5, '9.jpg': 9}
+        {'d/a.jpg': 5, 'd/9.jpg': 9}
+        >>> images = [{"id": 1, "file_name": "cam1/a.jpg"}, {"id": 2, "file_name": "cam2/a.jpg"}]
+        >>> image_ids(images, ["d/cam2/a.jpg", "d/cam1/a.jpg"])
+        {'d/cam2/a.jpg': 2, 'd/cam1/a.jpg': 1}
     """
-    by_name, ids = {}, {img["id"] for img in images}
+    by_name, ids = {}, {img["id"]: img["file_name"] for img in images}
     for img in images:
-        by_name.setdefault(Path(img["file_name"]).name, []).append(img["id"])
+        parts = _parts(img["file_name"])
+        by_name.setdefault(parts[-1], []).append((parts, img["id"]))
     out, missing = {}, []
     for f in im_files:
-        name, stem = Path(f).name, Path(f).stem
-        found = by_name.get(name, [])
-        if len(found) > 1:
-            raise ValueError(f"the annotations json names {len(found)} images '{name}': cannot match images by name")
+        parts, stem = _parts(f), Path(f).stem
+        found = by_name.get(parts[-1], [])
         if found:
-            out[name] = found[0]
+            shared = [_shared_tail(parts, p) for p, _ in found]
+            best = [(p, i) for (p, i), n in zip(found, shared) if n == max(shared)]
+            if len(best) > 1:
+                raise ValueError(
+                    f"validation image {f} matches {len(best)} images of the annotations json equally well "
+                    f"({', '.join(repr('/'.join(p)) for p, _ in best)}): cannot tell which one it is"
+                )
+            out[f] = best[0][1]
         elif stem.isnumeric() and int(stem) in ids:
-            out[name] = int(stem)
+            out[f] = int(stem)
         else:
-            missing.append(name)
+            missing.append(Path(f).name)
     if missing:
         raise ValueError(
             f"{len(missing)} of {len(im_files)} validation images are not in the annotations json "
             f"(e.g. {missing[:3]}): it describes another split or dataset; pass the json of the validated split"
         )
+    first = {}
+    for f, i in out.items():
+        if i in first:
+            raise ValueError(
+                f"validation images {first[i]} and {f} both match image id {i} ('{ids[i]}') of the annotations json: "
+                f"files that share a name in different folders must be named with their folder in the json's "
+                f"file_name (e.g. 'cam1/{Path(f).name}') to be scored apart"
+            )
+        first[i] = f
     return out
 
 
-def to_coco_results(detections: list[dict], cat_ids: dict[int, int], img_ids: dict[str, int]) -> list[dict]:
-    """Rewrite Ultralytics' detections with the json's image and category ids (a pycocotools results list).
+def cap_detections(results: list[dict], max_dets: int = MAX_DETS) -> list[dict]:
+    """Keep each image's ``max_dets`` highest-scoring detections, across all categories (the COCO protocol).
+
+    Args:
+        results (list[dict]): Detections with ``image_id`` and ``score``.
+        max_dets (int): Detections kept per image.
+
+    Returns:
+        The kept detections, grouped by image (in order of first appearance), each group by descending score; equal
+        scores keep their input order.
+
+    Examples:
+        >>> dets = [{"image_id": 1, "score": s} for s in (0.2, 0.9, 0.5)] + [{"image_id": 2, "score": 0.1}]
+        >>> cap_detections(dets, max_dets=2)
+        [{'image_id': 1, 'score': 0.9}, {'image_id': 1, 'score': 0.5}, {'image_id': 2, 'score': 0.1}]
+    """
+    by_image = {}
+    for r in results:
+        by_image.setdefault(r["image_id"], []).append(r)
+    return [r for dets in by_image.values() for r in sorted(dets, key=lambda r: -r["score"])[:max_dets]]
+
+
+def to_coco_results(
+    detections: list[dict], cat_ids: dict[int, int], img_ids: dict[str, int], max_dets: int = MAX_DETS
+) -> list[dict]:
+    """Rewrite Ultralytics' detections with the json's image and category ids: a COCO results list.
+
+    Args:
+        detections (list[dict]): Ultralytics' detections (:attr:`ValRun.detections`). Each image is found by its
+            ``im_file``; a detection without one by its ``file_name``, which must then name one validation image.
+        cat_ids (dict[int, int]): ``{ultralytics_id: json_id}`` (:func:`category_ids`).
+        img_ids (dict[str, int]): ``{image path: json id}`` (:func:`image_ids`).
+        max_dets (int): Detections kept per image, by score across categories (:func:`cap_detections`).
+
+    Returns:
+        ``image_id``, ``category_id``, ``bbox``, ``score`` dicts, at most ``max_dets`` per image.
+
+    Raises:
+        ValueError: If a detection without ``im_file`` has a file name that several validation images share.
 
     Examples:
         >>> det = {"image_id": 1, "file_name": "a.jpg", "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5}
-        >>> to_coco_results([det], {1: 3}, {"a.jpg": 5})
+        >>> to_coco_results([det], {1: 3}, {"d/a.jpg": 5})
         [{'image_id': 5, 'category_id': 3, 'bbox': [1, 2, 3, 4], 'score': 0.5}]
+        >>> two = {"d/a.jpg": 5, "d/b/a.jpg": 6}  # the same file name in two folders: told apart by im_file
+        >>> [r["image_id"] for r in to_coco_results([{**det, "im_file": "d/b/a.jpg"}], {1: 3}, two)]
+        [6]
     """
-    return [
-        {
-            "image_id": img_ids[d["file_name"]],
-            "category_id": cat_ids[d["category_id"]],
-            "bbox": d["bbox"],
-            "score": d["score"],
-        }
+    by_name = {}
+    for f, i in img_ids.items():
+        by_name.setdefault(Path(f).name, []).append(i)
+
+    def image_id(d: dict) -> int:
+        if "im_file" in d:
+            return img_ids[d["im_file"]]
+        found = by_name.get(d["file_name"], [])
+        if len(found) != 1:
+            raise ValueError(
+                f"a detection of '{d['file_name']}' does not say which image it is (no 'im_file') and "
+                f"{len(found)} validation images have that name"
+            )
+        return found[0]
+
+    results = [
+        {"image_id": image_id(d), "category_id": cat_ids[d["category_id"]], "bbox": d["bbox"], "score": d["score"]}
         for d in detections
     ]
+    return cap_detections(results, max_dets)
 
 
 def score(coco_gt, results: list[dict], img_ids: list[int], cat_ids: list[int]) -> dict[str, float]:
-    """Score detections with pycocotools (bbox, standard parameters: IoU .50:.05:.95, maxDets 1/10/100).
+    """Score detections with pycocotools by the COCO protocol (bbox, IoU .50:.05:.95, maxDets 1/10/100).
+
+    Each image's :data:`MAX_DETS` highest-scoring detections across categories are scored (:func:`cap_detections`;
+    pycocotools alone would keep up to 100 per image and category).
 
     Args:
         coco_gt (pycocotools.coco.COCO): The ground truth.
@@ -299,6 +422,7 @@ def score(coco_gt, results: list[dict], img_ids: list[int], cat_ids: list[int]) 
     from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()) as text:  # pycocotools prints progress and the summary
+        results = [dict(r) for r in cap_detections(results)]  # loadRes adds keys to the dicts it gets
         if results:
             coco_dt = coco_gt.loadRes(results)
         else:  # loadRes cannot take an empty list; nothing detected scores 0 wherever there is ground truth
@@ -328,8 +452,10 @@ def evaluate(model, data: str, topks=(0,), ann: str | Path | None = None, **kwar
 
     Returns:
         One dict per value: ``pst_topk``, the 12 :data:`COCO_METRICS`, Ultralytics' own ``ul_mAP50-95`` and
-        ``ul_mAP50`` for the same detections, ``ms_per_image`` (model inference, as Ultralytics times it),
-        ``images``, ``detections``, ``ann`` and ``save_dir``.
+        ``ul_mAP50`` (of all its detections, up to ``max_det`` per image), ``ms_per_image`` (model inference, as
+        Ultralytics times it), ``images``, ``detections`` (scored: at most :data:`MAX_DETS` per image), ``ann``,
+        ``save_dir`` and ``results`` (the scored detections as a COCO results json, ``coco_results.json`` in
+        ``save_dir``).
     """
     from pycocotools.coco import COCO
     from ultralytics import YOLO
@@ -351,12 +477,21 @@ def evaluate(model, data: str, topks=(0,), ann: str | Path | None = None, **kwar
         extra = sorted({c["id"] for c in coco_gt.dataset.get("categories", [])} - set(cats.values()))
         if extra:
             LOGGER.warning(f"{len(extra)} categories of {path.name} are not model classes and are not scored: {extra}")
-        metrics = score(coco_gt, to_coco_results(run.detections, cats, imgs), list(imgs.values()), list(cats.values()))
+        results = to_coco_results(run.detections, cats, imgs)
+        if len(results) < len(run.detections):
+            LOGGER.info(
+                f"COCO protocol: {len(run.detections) - len(results)} of {len(run.detections)} detections are beyond "
+                f"the {MAX_DETS} best of their image and are not scored"
+            )
+        results_json = run.save_dir / "coco_results.json"
+        results_json.write_text(json.dumps(results), encoding="utf-8")
+        metrics = score(coco_gt, results, list(imgs.values()), list(cats.values()))
         row = {"pst_topk": run.pst_topk, **metrics}
         row["ul_mAP50-95"] = run.metrics.get("metrics/mAP50-95(B)")
         row["ul_mAP50"] = run.metrics.get("metrics/mAP50(B)")
         row["ms_per_image"] = run.metrics.get("speed/inference(ms)")
-        row.update(images=len(imgs), detections=len(run.detections), ann=str(path), save_dir=str(run.save_dir))
+        row.update(images=len(imgs), detections=len(results), ann=str(path), save_dir=str(run.save_dir))
+        row["results"] = str(results_json)
         LOGGER.info(f"pycocotools pst_topk={run.pst_topk}: " + ", ".join(f"{m} {metrics[m]:.3f}" for m in COCO_METRICS))
         rows.append(row)
     return rows

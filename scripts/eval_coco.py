@@ -8,7 +8,9 @@ Examples:
 
 Extra ``key=value`` arguments go to ``YOLO.val`` unchanged (as on the ``yolo`` command line). Results are printed as
 a table (COCO's 12 metrics as fractions, plus Ultralytics' own mAP50-95 of the same detections) and written to
-``--out`` as JSON and CSV. The library code is :mod:`pst_yolo.coco`.
+``--out`` as JSON and CSV. As the COCO protocol requires, each image's 100 highest-scoring detections across all
+categories are scored; each run's folder keeps them as ``coco_results.json`` (COCO ids), next to Ultralytics'
+``predictions.json`` (all of its detections). The library code is :mod:`pst_yolo.coco`.
 """
 
 from __future__ import annotations

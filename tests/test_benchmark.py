@@ -1,4 +1,4 @@
-"""The benchmark (issue #5): FLOP accounting of the attention, settings validation, and a smoke run of the script.
+"""The benchmark: FLOP accounting of the attention, settings validation, and a smoke run of the script.
 
 Timings are never asserted here (performance is measured by scripts/benchmark.py, not by unit tests); the FLOP
 counts are exact integers and are.
@@ -7,6 +7,8 @@ counts are exact integers and are.
 from __future__ import annotations
 
 import csv
+import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,11 +20,20 @@ from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.torch_utils import get_flops
 
 from pst_yolo import PSTAttention, set_topk
-from pst_yolo.benchmark import BenchmarkSettings, attention_flops, layer_attention_flops
+from pst_yolo.benchmark import attention_flops, layer_attention_flops
 
 thop = pytest.importorskip("thop")
 thop_profile = sys.modules["thop.profile"]  # the module (``thop.profile`` the attribute is the function)
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench_lib():
+    """scripts/_bench_lib.py, the development benchmark's library (not part of the installed package)."""
+    if "_bench_lib" not in sys.modules:  # registered before it runs: its dataclasses look their module up
+        spec = importlib.util.spec_from_file_location("_bench_lib", ROOT / "scripts" / "_bench_lib.py")
+        sys.modules["_bench_lib"] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return sys.modules["_bench_lib"]
 
 
 def _functional_macs(model: nn.Module, *inputs) -> float:
@@ -89,7 +100,15 @@ def test_model_gflops_include_pst_attention_and_extrapolate_exactly():
 )
 def test_settings_reject_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        BenchmarkSettings(**kwargs)
+        _bench_lib().BenchmarkSettings(**kwargs)
+
+
+def test_bench_lib_examples():
+    """The docstring examples of scripts/_bench_lib.py (outside the doctest paths of the suite)."""
+    import doctest
+
+    result = doctest.testmod(_bench_lib(), verbose=False)
+    assert result.attempted == 3 and result.failed == 0, result  # time_interleaved, peak_memory
 
 
 def test_attention_flops_needs_pst_layers():
@@ -98,16 +117,20 @@ def test_attention_flops_needs_pst_layers():
 
 
 def test_benchmark_script_quick(tmp_path, cli_env):
-    """``scripts/benchmark.py --quick`` runs every phase (eager, ONNX Runtime, module, training), writes its outputs."""
+    """``scripts/benchmark.py --quick`` runs every phase (eager, ONNX Runtime, module, training), writes its outputs;
+    run from another directory, and its output names no issue of the project."""
     out = tmp_path / "bench"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--quick", "--out", str(out)],
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         env=cli_env,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    for text in (proc.stdout, (out / "benchmark.csv").read_text()):
+        assert not re.search(r"issue|#\d", text, re.IGNORECASE), "the output names a project issue"
     for section in ("### Inference", "ORT CPU ms", "### Training step", "### PST module at P3", "### Targets"):
         assert section in proc.stdout, f"{section!r} missing from the printed table"
     assert (out / "benchmark.md").read_text().strip() in proc.stdout  # the printed table is the one written
