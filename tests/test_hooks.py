@@ -1,0 +1,207 @@
+"""Every hook, and the Ultralytics behaviour it relies on.
+
+Each hook exists because stock Ultralytics behaves in a particular way (it copies a model, looks a function up at call
+time, rejects an unknown key, ...). These tests check that behaviour on the *original* functions (``__wrapped__``), so
+a release that changes it fails here by name, not somewhere downstream; tests/test_topk_matrix.py checks the effect
+of the hooks together from the user's entry points.
+"""
+
+import inspect
+import os
+import threading
+
+import pytest
+import torch
+from ultralytics import YOLO
+from ultralytics.cfg import get_cfg
+from ultralytics.utils import DEFAULT_CFG, DEFAULT_CFG_DICT
+
+import pst_yolo
+from pst_yolo import PSTAttention, get_topk, set_topk
+from pst_yolo.hooks import _common
+
+HOOKED = {  # every name pst_yolo wraps -> the module of pst_yolo.hooks that wraps it
+    "ultralytics.nn.tasks.parse_model": "models",
+    "ultralytics.utils.checks.check_file": "names",
+    "ultralytics.data.utils.check_file": "names",
+    "ultralytics.cfg.check_dict_alignment": "topk",
+    "ultralytics.engine.model.Model.train": "topk",
+    "ultralytics.engine.trainer.BaseTrainer.setup_model": "topk",
+    "ultralytics.engine.validator.BaseValidator.get_model": "topk",
+    "ultralytics.engine.predictor.BasePredictor.setup_model": "topk",
+    "ultralytics.engine.predictor.BasePredictor.setup_source": "topk",
+    "ultralytics.engine.model.Model.benchmark": "topk",
+    "ultralytics.utils.torch_utils.get_flops": "topk",
+    "ultralytics.utils.dist.generate_ddp_file": "ddp",
+    "ultralytics.nn.tasks.torch_safe_load": "safe_load",
+    "ultralytics.nn.tasks._SafeLoad._build": "safe_load",
+    "ultralytics.engine.exporter.Exporter.__call__": "export",
+    "ultralytics.utils.export.engine.onnx2engine": "export",
+}
+
+
+def hooked(name: str):
+    """The object now at ``name`` (module attribute or class attribute)."""
+    owner = _common.INSTALLED[name]
+    fn = inspect.getattr_static(owner, name.rsplit(".", 1)[1])
+    return fn.__func__ if isinstance(fn, classmethod) else fn
+
+
+def test_exactly_the_documented_hooks_are_installed():
+    assert set(_common.INSTALLED) == set(HOOKED)
+    for name, module in HOOKED.items():
+        fn = hooked(name)
+        assert getattr(fn, _common.HOOK, False), name
+        assert fn.__code__.co_filename.endswith(os.path.join("hooks", f"{module}.py")), name  # wraps() keeps names
+        doc = inspect.getdoc(getattr(pst_yolo.hooks, module))  # the module docstring says what it hooks and why
+        assert name.rsplit(".", 1)[1] in doc, (name, module)
+
+
+def test_stock_defaults_are_untouched():
+    """pst_topk is an accepted argument, not a default: stock configurations have no such key."""
+    assert "pst_topk" not in DEFAULT_CFG_DICT and not hasattr(DEFAULT_CFG, "pst_topk")
+    assert "pst_topk" not in vars(get_cfg())
+    assert get_cfg(overrides={"pst_topk": 8}).pst_topk == 8
+
+
+# ---------------------------------------------------------------------------------------- what the hooks rely on
+def test_stock_key_check_rejects_pst_topk_and_is_looked_up_at_call_time():
+    import ultralytics.cfg as cfg
+
+    with pytest.raises(SyntaxError, match="'pst_topk' is not a valid YOLO argument"):
+        cfg.check_dict_alignment.__wrapped__(dict(DEFAULT_CFG_DICT), {"pst_topk": 8})
+    assert "check_dict_alignment(cfg, overrides)" in inspect.getsource(cfg.get_cfg)  # module-level name, call time
+    assert "check_dict_alignment(full_args_dict, overrides)" in inspect.getsource(cfg.entrypoint)
+    with pytest.raises(ValueError, match="pst_topk must be a non-negative integer"):
+        get_cfg(overrides={"pst_topk": -1})
+    with pytest.raises(SyntaxError):  # other dictionaries (settings, solutions) keep rejecting it
+        cfg.check_dict_alignment({"runs_dir": ""}, {"pst_topk": 8})
+
+
+def test_stock_predictor_runs_a_copy_and_sets_up_the_source_every_run():
+    """Why the predictor hooks exist: its model is a deep copy, and setup_source is its per-run first step."""
+    from ultralytics.engine.predictor import BasePredictor
+    from ultralytics.models.yolo.detect import DetectionPredictor
+
+    model = YOLO("yolo11n-pst.yaml")
+    predictor = DetectionPredictor(overrides={"imgsz": 64, "verbose": False, "save": False})
+    BasePredictor.setup_model.__wrapped__(predictor, model.model, verbose=False)
+    assert predictor.model.model is not model.model
+    calls = []
+    original = BasePredictor.setup_source
+    try:
+        BasePredictor.setup_source = lambda self, *a, **k: calls.append(1) or original(self, *a, **k)
+        for _ in range(2):
+            predictor(torch.zeros(1, 3, 64, 64))
+    finally:
+        BasePredictor.setup_source = original
+    assert len(calls) == 2
+
+
+def test_stock_validator_and_exporter_run_copies():
+    """Standalone validation and export never run the caller's module: the value is applied to their copies."""
+    from ultralytics.engine.validator import BaseValidator
+
+    model = YOLO("yolo11n-pst.yaml").model
+    copy = BaseValidator.get_model.__wrapped__(object.__new__(BaseValidator), model)
+    assert copy is not model and isinstance(copy, type(model))
+    from ultralytics.engine.exporter import Exporter
+
+    assert "deepcopy(model" in inspect.getsource(Exporter.__call__.__wrapped__)
+    assert inspect.getsource(Exporter.__call__.__wrapped__).index("self.metadata = {") < inspect.getsource(
+        Exporter.__call__.__wrapped__
+    ).index('self.run_callbacks("on_export_start")')  # the metadata exists when the callback records the value
+
+
+def test_stock_trainer_copies_the_ema_after_setup_model():
+    from ultralytics.engine.trainer import BaseTrainer
+
+    source = inspect.getsource(BaseTrainer._setup_train)
+    assert source.index("self.setup_model()") < source.index("ModelEMA(self.model)")
+
+
+def test_stock_flop_counter_runs_the_model_itself():
+    """Why get_flops is wrapped: it runs the model it is given (not a copy), where a large K is clamped."""
+    from ultralytics.utils import torch_utils
+
+    model = YOLO("yolo11n-pst.yaml").model
+    set_topk(model, 10**6, verbose=False)
+    torch_utils.get_flops.__wrapped__(model, 64)
+    assert all(m._warned_clamp for m in model.modules() if isinstance(m, PSTAttention))  # spent on the proxy
+    set_topk(model, 10**6, verbose=False)
+    torch_utils.get_flops(model, 64)
+    assert not any(m._warned_clamp for m in model.modules() if isinstance(m, PSTAttention))  # kept for real input
+
+
+def test_stock_loader_gives_a_bare_oserror_for_a_cut_file(tmp_path):
+    """Why torch_safe_load is wrapped: a file cut short (not at a zip boundary) fails without its name."""
+    from ultralytics.nn import tasks
+
+    from pst_yolo.hooks.safe_load import DamagedCheckpointError
+
+    path = tmp_path / "cut.pt"
+    torch.save({"model": YOLO("yolo11n-pst.yaml").model, "train_args": {}}, path)
+    path.write_bytes(path.read_bytes()[:20000])
+    with pytest.raises(OSError) as stock:
+        tasks.torch_safe_load.__wrapped__(str(path))
+    assert str(path) not in str(stock.value)
+    with pytest.raises(DamagedCheckpointError, match=r"cut\.pt' \(20,000 bytes\) cannot be read: the file is trunc"):
+        YOLO(path)
+
+
+def test_check_yaml_and_dataset_check_resolve_through_check_file(tmp_path, monkeypatch):
+    from ultralytics.data.utils import check_det_dataset
+    from ultralytics.utils.checks import check_yaml
+
+    monkeypatch.chdir(tmp_path)
+    assert os.path.basename(check_yaml("yolo11-pst.yaml")) == "yolo11-pst.yaml"
+    assert os.path.basename(check_det_dataset("shapes")["yaml_file"]) == "shapes.yaml"
+
+
+# ------------------------------------------------------------------------------------------------ thread safety
+def test_models_built_in_two_threads_keep_their_own_summaries(caplog):
+    """The summary rewrite only holds back the parsing thread's records: a stock model built at the same time logs
+    its own lines, and each PST model's summary has its PST rows."""
+    import logging
+
+    from ultralytics.utils import LOGGER
+
+    records, lock = [], threading.Lock()
+
+    class Handler(logging.Handler):
+        def emit(self, record):
+            with lock:
+                records.append((record.thread, record.getMessage()))
+
+    handler = Handler()
+    LOGGER.addHandler(handler)
+    threads = {}
+    try:
+        def build(cfg):
+            threads[cfg] = threading.get_ident()
+            YOLO(cfg, verbose=True)
+
+        workers = [threading.Thread(target=build, args=(c,)) for c in ("yolo11n-pst.yaml", "yolo11n.yaml")] * 1
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        LOGGER.removeHandler(handler)
+    pst = [m for t, m in records if t == threads["yolo11n-pst.yaml"]]
+    stock = [m for t, m in records if t == threads["yolo11n.yaml"]]
+    assert sum("pst_yolo.nn.pst.PST" in m for m in pst) == 2
+    assert not any("pst_yolo" in m for m in stock)
+    assert sum("C3k2" in m for m in stock) == 8 and sum("C3k2" in m for m in pst) == 6  # two replaced by PST
+
+
+def test_clamp_flag_is_not_saved(tmp_path):
+    model = YOLO("yolo11n-pst.yaml")
+    set_topk(model, 10**6, verbose=False)
+    with torch.no_grad():
+        model.model(torch.zeros(1, 3, 64, 64))
+    assert all(m._warned_clamp for m in model.model.modules() if isinstance(m, PSTAttention))
+    torch.save({"model": model.model}, tmp_path / "m.pt")
+    loaded = torch.load(tmp_path / "m.pt", weights_only=False)["model"]
+    assert get_topk(loaded) == 10**6
+    assert not any(m._warned_clamp for m in loaded.modules() if isinstance(m, PSTAttention))
