@@ -10,8 +10,9 @@ Names that exist as files, or that are not pst_yolo's, go to the stock function 
 - a data YAML of pst_yolo's that is generated rather than downloaded (``shapes``) is generated when ``data=`` resolves
   to it, with its own log lines, before ``check_det_dataset`` would report its images missing and run the YAML's
   ``download:`` script (the fallback for copies of the YAML) under "Dataset download success";
-- ``BaseTrainer.get_dataset`` (the trainer's ``data=`` check, which runs after the run directory was made): when
-  ``data=`` names nothing that exists, the run directory it left empty (``args.yaml``, empty ``weights/``) is removed.
+- ``BaseTrainer.get_dataset`` and ``BaseValidator.__call__`` (their ``data=`` checks run after the run directory was
+  made): when ``data=`` names nothing that exists, the run directory left empty (a trainer's ``args.yaml`` and empty
+  ``weights/``, a validator's empty directory) is removed.
 """
 
 from __future__ import annotations
@@ -34,11 +35,13 @@ def register() -> None:
     import ultralytics.data.utils as data_utils
     import ultralytics.utils.checks as checks
     from ultralytics.engine.trainer import BaseTrainer
+    from ultralytics.engine.validator import BaseValidator
 
     target(checks, "check_yaml", ("file", "suffix", "hard"))  # resolves through checks.check_file at call time
     install(checks, "check_file", ("file", "suffix", "download"), partial(_wrap_check_file, data=False))
     install(data_utils, "check_file", ("file", "suffix", "download"), partial(_wrap_check_file, data=True))
-    install(BaseTrainer, "get_dataset", ("self",), _wrap_get_dataset)
+    install(BaseTrainer, "get_dataset", ("self",), _wrap_leaving_no_empty_run)
+    install(BaseValidator, "__call__", ("self", "trainer", "model"), _wrap_leaving_no_empty_run)
 
 
 @cache
@@ -98,24 +101,22 @@ def _generate_if_missing(yaml_file: str, logger) -> None:
     logger.info(f"shapes: dataset ready in {root}")
 
 
-def _wrap_get_dataset(get_dataset):
-    def get_dataset_leaving_no_empty_run(self, *args, **kwargs):
-        """Run the trainer's ``data=`` check; if ``data=`` exists nowhere, remove the run directory left empty."""
+def _wrap_leaving_no_empty_run(method):
+    def leaving_no_empty_run(self, *args, **kwargs):
+        """Run ``method``; if it fails because ``data=`` exists nowhere, remove the run directory it left empty."""
         try:
-            return get_dataset(self, *args, **kwargs)
+            return method(self, *args, **kwargs)
         except Exception as e:
-            if getattr(e.__cause__, _NOT_FOUND, False):
+            if (getattr(e, _NOT_FOUND, False) or getattr(e.__cause__, _NOT_FOUND, False)) and self.save_dir:
                 _remove_if_empty(Path(self.save_dir))
             raise
 
-    return get_dataset_leaving_no_empty_run
+    return leaving_no_empty_run
 
 
 def _remove_if_empty(save_dir: Path) -> None:
-    """Remove ``save_dir`` if it holds nothing but what ``BaseTrainer.__init__`` wrote (args.yaml, empty weights/)."""
+    """Remove ``save_dir`` if it holds nothing but what a trainer or validator wrote first (args.yaml, weights/)."""
     weights = save_dir / "weights"
     if save_dir.is_dir() and {p.name for p in save_dir.iterdir()} <= {"args.yaml", "weights"}:
         if not weights.exists() or (weights.is_dir() and not any(weights.iterdir())):
             shutil.rmtree(save_dir, ignore_errors=True)
-
-
