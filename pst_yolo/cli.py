@@ -29,9 +29,10 @@ def main() -> None:
         entrypoint()  # reads sys.argv like `yolo`
     except (ExportBackendError, PSTArgumentError) as e:  # the plugin's own checks: one sentence, not a traceback
         sys.exit(f"pst-yolo: {e}")
-    if args in ([], ["help"]):  # Ultralytics printed its help: add the plugin's names and arguments
+    special = args[0].lstrip("-") if len(args) == 1 else ""
+    if not args or special in {"help", "h"}:  # Ultralytics printed its help: add the plugin's names and arguments
         print(messages.help_text())
-    elif args == ["checks"]:
+    elif special in {"checks", "check"}:
         print(messages.checks_text())
 
 

@@ -133,7 +133,8 @@ def test_help_adds_plugin_lines(cli_env, tmp_path):
         "    pst-yolo demo [epochs=40 imgsz=160 ...]  train yolo11n-pst on shapes (CPU, ~10 min), compare pst_topk 0 "
         "and 8",
     ]
-    assert lines(run(["pst-yolo", "help"], tmp_path, cli_env))[-8:] == lines(out)[-8:]
+    for alias in ("help", "--help"):
+        assert lines(run(["pst-yolo", alias], tmp_path, cli_env))[-8:] == lines(out)[-8:]
 
 
 def test_checks_name_the_plugin(cli_env, tmp_path):

@@ -93,8 +93,9 @@ def _generate_if_missing(yaml_file: str, logger) -> None:
         return
     import yaml
 
-    root = Path(data_utils.DATASETS_DIR) / yaml.safe_load(file.read_text(encoding="utf-8"))["path"]
-    if (root / shapes.META).is_file():  # generated before (generate() reports stale parameters itself)
+    data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    root = Path(data_utils.DATASETS_DIR) / data["path"]
+    if (root / data["val"]).exists():  # check_det_dataset's own test for "images not found"
         return
     logger.info(f"shapes: generating the offline synthetic dataset in {root} (first use; nothing is downloaded)")
     shapes.generate(root)
