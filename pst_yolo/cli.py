@@ -18,12 +18,22 @@ def main() -> None:
         return
     from ultralytics.cfg import entrypoint
 
+    from . import messages
     from .export import ExportBackendError
+    from .nn.attention import PSTArgumentError
 
+    args = sys.argv[1:]
+    if finished := messages.finished_run(args):  # `yolo` would start a new training on coco8 instead
+        sys.exit(f"pst-yolo: {finished}")
     try:
         entrypoint()  # reads sys.argv like `yolo`
-    except ExportBackendError as e:  # a missing export backend: its one-sentence fix, not a traceback
+    except (ExportBackendError, PSTArgumentError) as e:  # the plugin's own checks: one sentence, not a traceback
         sys.exit(f"pst-yolo: {e}")
+    special = args[0].lstrip("-") if len(args) == 1 else ""
+    if not args or special in {"help", "h"}:  # Ultralytics printed its help: add the plugin's names and arguments
+        print(messages.help_text())
+    elif special in {"checks", "check"}:
+        print(messages.checks_text())
 
 
 if __name__ == "__main__":

@@ -181,7 +181,7 @@ def test_dataset_index():
 
 
 def test_check_det_dataset_generates_offline(tmp_path, monkeypatch):
-    """Ultralytics' own check_det_dataset runs the YAML's download script, which generates the dataset offline."""
+    """Ultralytics' own check_det_dataset gets the dataset generated offline (by pst_yolo's data= resolution)."""
     import ultralytics.data.utils as du
 
     monkeypatch.setenv("YOLO_OFFLINE", "1")

@@ -5,7 +5,9 @@ hooks and why no official extension point serves; every hooked name is checked b
 Ultralytics that moves one fails loudly at import (pst_yolo is tested with ``SUPPORTED``).
 
 - ``models``: YAML rows naming ``PST`` build like stock modules (``parse_model``).
-- ``names``: configs and datasets resolve by bare name from any directory (``check_file``).
+- ``names``: configs and datasets resolve by bare name from any directory; a name found nowhere lists the known ones,
+  ``shapes`` is generated (not "downloaded") on first use, and a failed ``data=`` leaves no empty run directory
+  (``check_file``, ``BaseTrainer.get_dataset``, ``BaseValidator.__call__``).
 - ``topk``: ``pst_topk`` is an argument of every mode and reaches the PST layers that run.
 - ``ddp``: multi-GPU workers import pst_yolo.
 - ``safe_load``: restricted loading accepts PST checkpoints.

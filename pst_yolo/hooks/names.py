@@ -1,15 +1,25 @@
-"""Names: pst_yolo's configs and datasets resolve by bare name from any directory.
+"""Names: pst_yolo's configs and datasets resolve by bare name from any directory; unknown names list the known ones.
 
 Hooks ``check_file`` in ``ultralytics.utils.checks`` (which ``check_yaml`` looks up in its own module at call time,
 so model YAMLs are covered) and in ``ultralytics.data.utils`` (which ``check_det_dataset`` uses for ``data=``). Why no
 official extension point serves: Ultralytics searches only its own package and the working directory for a bare name.
-Names that exist as files, or that are not pst_yolo's, go to the stock function untouched.
+Names that exist as files, or that are not pst_yolo's, go to the stock function untouched. Three additions:
+
+- a name found nowhere fails with Ultralytics' own ``FileNotFoundError`` (same type, same first sentence), which goes
+  on to list the PST configs (``model=``) or the named datasets (``data=``);
+- a data YAML of pst_yolo's that is generated rather than downloaded (``shapes``) is generated when ``data=`` resolves
+  to it, with its own log lines, before ``check_det_dataset`` would report its images missing and run the YAML's
+  ``download:`` script (the fallback for copies of the YAML) under "Dataset download success";
+- ``BaseTrainer.get_dataset`` and ``BaseValidator.__call__`` (their ``data=`` checks run after the run directory was
+  made): when ``data=`` names nothing that exists, the run directory left empty (a trainer's ``args.yaml`` and empty
+  ``weights/``, a validator's empty directory) is removed.
 """
 
 from __future__ import annotations
 
 import os
-from functools import cache
+import shutil
+from functools import cache, partial
 from pathlib import Path
 
 from ..data import load_index
@@ -18,14 +28,20 @@ from ._common import install, target
 
 __all__ = ("register",)
 
+_NOT_FOUND = "_pst_yolo_name_not_found"  # marks the FileNotFoundError of a name that exists nowhere
+
 
 def register() -> None:
     import ultralytics.data.utils as data_utils
     import ultralytics.utils.checks as checks
+    from ultralytics.engine.trainer import BaseTrainer
+    from ultralytics.engine.validator import BaseValidator
 
     target(checks, "check_yaml", ("file", "suffix", "hard"))  # resolves through checks.check_file at call time
-    for module in (checks, data_utils):
-        install(module, "check_file", ("file", "suffix", "download"), _wrap_check_file)
+    install(checks, "check_file", ("file", "suffix", "download"), partial(_wrap_check_file, data=False))
+    install(data_utils, "check_file", ("file", "suffix", "download"), partial(_wrap_check_file, data=True))
+    install(BaseTrainer, "get_dataset", ("self",), _wrap_leaving_no_empty_run)
+    install(BaseValidator, "__call__", ("self", "trainer", "model"), _wrap_leaving_no_empty_run)
 
 
 @cache
@@ -38,15 +54,70 @@ def _resources() -> dict[str, Path]:
     return files
 
 
-def _wrap_check_file(check_file):
+def _wrap_check_file(check_file, data: bool):
+    from ultralytics.utils import LOGGER
+
+    from ..messages import data_not_found, model_not_found
+
     def check_file_with_pst(file, *args, **kwargs):
         """Resolve pst_yolo's bare config/dataset names first, then defer to Ultralytics' ``check_file``."""
         name = str(file).strip()
+        path = None
         if name and not os.path.exists(name) and not any(s in name for s in "/\\:"):
-            if (path := _resources().get(name)) is not None:
-                return str(path)
-        return check_file(file, *args, **kwargs)
+            path = _resources().get(name)
+        try:
+            path = str(path) if path is not None else check_file(file, *args, **kwargs)
+        except FileNotFoundError as e:
+            if "does not exist" not in str(e):  # e.g. "Multiple files match": Ultralytics' message says it all
+                raise
+            if not data and not name.endswith((".yaml", ".yml")):
+                raise
+            error = FileNotFoundError((data_not_found if data else model_not_found)(str(e)))
+            setattr(error, _NOT_FOUND, True)
+            raise error from None
+        if data and path:
+            _generate_if_missing(path, LOGGER)
+        return path
 
     return check_file_with_pst
 
 
+def _generate_if_missing(yaml_file: str, logger) -> None:
+    """Generate the dataset of pst_yolo's ``shapes.yaml`` into Ultralytics' ``datasets_dir`` unless it is there."""
+    import ultralytics.data.utils as data_utils
+
+    from ..data import shapes
+
+    file = Path(yaml_file)
+    if file.name != "shapes.yaml" or file.resolve() != _resources()["shapes.yaml"].resolve():
+        return
+    import yaml
+
+    data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    root = Path(data_utils.DATASETS_DIR) / data["path"]
+    if (root / data["val"]).exists():  # check_det_dataset's own test for "images not found"
+        return
+    logger.info(f"shapes: generating the offline synthetic dataset in {root} (first use; nothing is downloaded)")
+    shapes.generate(root)
+    logger.info(f"shapes: dataset ready in {root}")
+
+
+def _wrap_leaving_no_empty_run(method):
+    def leaving_no_empty_run(self, *args, **kwargs):
+        """Run ``method``; if it fails because ``data=`` exists nowhere, remove the run directory it left empty."""
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as e:
+            if (getattr(e, _NOT_FOUND, False) or getattr(e.__cause__, _NOT_FOUND, False)) and self.save_dir:
+                _remove_if_empty(Path(self.save_dir))
+            raise
+
+    return leaving_no_empty_run
+
+
+def _remove_if_empty(save_dir: Path) -> None:
+    """Remove ``save_dir`` if it holds nothing but what a trainer or validator wrote first (args.yaml, weights/)."""
+    weights = save_dir / "weights"
+    if save_dir.is_dir() and {p.name for p in save_dir.iterdir()} <= {"args.yaml", "weights"}:
+        if not weights.exists() or (weights.is_dir() and not any(weights.iterdir())):
+            shutil.rmtree(save_dir, ignore_errors=True)

@@ -33,24 +33,35 @@ import torch.nn.functional as F
 from ultralytics.nn.modules import Conv
 from ultralytics.utils import LOGGER
 
-__all__ = ("HEAD_DIM", "PSTAttention", "check_topk")
+__all__ = ("HEAD_DIM", "PSTArgumentError", "PSTAttention", "check_topk")
 
 HEAD_DIM = 32  # channels per attention head (DESIGN.md §2)
 
 
+class PSTArgumentError(ValueError):
+    """An invalid value of one of pst_yolo's own arguments (``pst_topk``); its message is the whole story.
+
+    A ``ValueError``, so Python API users catch it as before; the ``pst-yolo`` command prints just the message.
+    """
+
+
 def check_topk(k) -> int:
-    """Return ``k`` if it is a valid ``pst_topk`` (a non-negative integer), else raise a ValueError naming the argument.
+    """Return ``k`` if it is a valid ``pst_topk`` (a non-negative integer), else raise ``PSTArgumentError``.
+
+    Raises:
+        PSTArgumentError: A ``ValueError`` whose message names the argument and the value.
 
     Examples:
         >>> check_topk(8)
         8
-        >>> check_topk(-1)
-        Traceback (most recent call last):
-        ...
-        ValueError: pst_topk must be a non-negative integer (0 = coarse attention only), got -1
+        >>> try:
+        ...     check_topk(-1)
+        ... except ValueError as e:
+        ...     print(f"{type(e).__name__}: {e}")
+        PSTArgumentError: pst_topk must be a non-negative integer (0 = coarse attention only), got -1
     """
     if isinstance(k, bool) or not isinstance(k, Integral) or k < 0:
-        raise ValueError(f"pst_topk must be a non-negative integer (0 = coarse attention only), got {k!r}")
+        raise PSTArgumentError(f"pst_topk must be a non-negative integer (0 = coarse attention only), got {k!r}")
     return int(k)
 
 

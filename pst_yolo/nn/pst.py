@@ -61,6 +61,16 @@ class PST(nn.Module):
         if not isinstance(xs, (list, tuple)) or len(xs) != 2:
             raise TypeError(f"{self._name()} expects [x_fine, x_coarse]: its YAML 'from' must name two layers")
         X, U = xs
+        if not torch.jit.is_tracing():  # in a trace (export) they would be constants; the eager dry run checks them
+            self._check_inputs(X, U)
+        x, u = self.cv1(X), self.cvup(U)
+        y = [x]
+        for block in self.m:
+            y.append(block(y[-1], u))
+        return self.cv2(torch.cat(y, 1))
+
+    def _check_inputs(self, X: torch.Tensor, U: torch.Tensor) -> None:
+        """Raise a ValueError naming this layer if ``X``/``U`` have the wrong channels or are not adjacent levels."""
         c1, c_up = self.cv1.conv.in_channels, self.cvup.conv.in_channels
         if X.shape[1] != c1 or U.shape[1] != c_up:
             raise ValueError(
@@ -72,11 +82,6 @@ class PST(nn.Module):
                 f"{self._name()}: coarse map {tuple(U.shape[2:])} is not the next pyramid level of the fine map "
                 f"{tuple(X.shape[2:])} (expected ceil(H/2) x ceil(W/2)); check the YAML 'from' of this PST row"
             )
-        x, u = self.cv1(X), self.cvup(U)
-        y = [x]
-        for block in self.m:
-            y.append(block(y[-1], u))
-        return self.cv2(torch.cat(y, 1))
 
     def _name(self) -> str:
         """``PST`` plus the YAML row index and ``from`` that Ultralytics' parser sets on layers (``i``, ``f``)."""
