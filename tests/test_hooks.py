@@ -24,6 +24,8 @@ HOOKED = {  # every name pst_yolo wraps -> the module of pst_yolo.hooks that wra
     "ultralytics.nn.tasks.parse_model": "models",
     "ultralytics.utils.checks.check_file": "names",
     "ultralytics.data.utils.check_file": "names",
+    "ultralytics.engine.trainer.BaseTrainer.get_dataset": "names",
+    "ultralytics.engine.validator.BaseValidator.__call__": "names",
     "ultralytics.cfg.check_dict_alignment": "topk",
     "ultralytics.engine.model.Model.train": "topk",
     "ultralytics.engine.trainer.BaseTrainer.setup_model": "topk",
