@@ -9,8 +9,6 @@
 - The command works from another directory on a saved checkpoint and fails clearly on bad input.
 """
 
-import sys
-
 import cv2
 import numpy as np
 import pytest
@@ -124,7 +122,7 @@ def test_rect_batch2_equals_single_images_and_saves_pngs(tmp_path):
     model = YOLO("yolo11n-pst.yaml")
     rng = np.random.default_rng(0)
     images = [np.full((48, 96, 3), 20, np.uint8), rng.integers(0, 255, (48, 96, 3), dtype=np.uint8)]  # dark, noise
-    # 96x48 at imgsz 96 (rect): gain 1, padded to 96x64 with 8 rows above. (10, 10) -> input (10, 18); (90, 40) -> (90, 48)
+    # 96x48 at imgsz 96 (rect): gain 1, padded to 96x64, 8 rows above: (10, 10) -> input (10, 18), (90, 40) -> (90, 48)
     args = dict(pst_topk=3, imgsz=96, points=[[10, 10], [90, 40]], verbose=False, project=str(tmp_path))
     batch = explain(model, images, batch=2, save=True, name="batch", **args)
     single = [explain(model, im, name="single", **args)[0] for im in images]
