@@ -5,11 +5,12 @@
 ``pst_yolo.nn.pst.PST``, so unpickling one imports (and registers) the plugin by itself.
 """
 
+from .explain import explain
 from .hooks import register
 from .nn import PST, PSTAttention, PSTBlock
 from .topk import get_topk, set_topk
 
 __version__ = "0.1.0"
-__all__ = ("PST", "PSTAttention", "PSTBlock", "__version__", "get_topk", "register", "set_topk")
+__all__ = ("PST", "PSTAttention", "PSTBlock", "__version__", "explain", "get_topk", "register", "set_topk")
 
 register()

@@ -1,4 +1,4 @@
-"""``pst-yolo``: the ``yolo`` command with the PST plugin loaded (same syntax, modes and help), plus ``demo``."""
+"""``pst-yolo``: the ``yolo`` command with the PST plugin loaded (same syntax, modes, help), plus demo and explain."""
 
 from __future__ import annotations
 
@@ -8,13 +8,18 @@ __all__ = ("main",)
 
 
 def main() -> None:
-    """Run ``pst-yolo ARGS``: ``demo [key=value ...]`` or any ``yolo`` command line."""
+    """Run ``pst-yolo ARGS``: ``demo [key=value ...]``, ``explain [key=value ...]`` or any ``yolo`` command line."""
     import pst_yolo  # noqa: F401  (registers PST with Ultralytics)
 
     if sys.argv[1:2] == ["demo"]:
         from .demo import demo_cli
 
         demo_cli(sys.argv[2:])
+        return
+    if sys.argv[1:2] == ["explain"]:
+        from .explain import explain_cli
+
+        explain_cli(sys.argv[2:])
         return
     from ultralytics.cfg import entrypoint
 

@@ -71,6 +71,8 @@ def help_text() -> str:
         "e.g. pst_topk=8",
         "    pst-yolo demo [epochs=40 imgsz=160 ...]  train yolo11n-pst on shapes (CPU, ~10 min), "
         "compare pst_topk 0 and 8",
+        "    pst-yolo explain model=best.pt source=IMG pst_topk=8  pictures of what each PST layer selects and "
+        "attends to",
     ])
 
 

@@ -122,7 +122,7 @@ def test_finished_run_only_for_finished_pst_checkpoints(tmp_path):
 def test_help_adds_plugin_lines(cli_env, tmp_path):
     out = run(["pst-yolo"], tmp_path, cli_env)
     assert "yolo TASK MODE ARGS" in out  # Ultralytics' help comes first
-    assert lines(out)[-8:] == [
+    assert lines(out)[-9:] == [
         f"pst_yolo {pst_yolo.__version__}: the Pyramid Sparse Transformer (PST) plugin. 'pst-yolo' takes every 'yolo' "
         "command above, plus:",
         f"    {CONFIGS}",
@@ -132,9 +132,11 @@ def test_help_adds_plugin_lines(cli_env, tmp_path):
         "e.g. pst_topk=8",
         "    pst-yolo demo [epochs=40 imgsz=160 ...]  train yolo11n-pst on shapes (CPU, ~10 min), compare pst_topk 0 "
         "and 8",
+        "    pst-yolo explain model=best.pt source=IMG pst_topk=8  pictures of what each PST layer selects and attends "
+        "to",
     ]
     for alias in ("help", "--help"):
-        assert lines(run(["pst-yolo", alias], tmp_path, cli_env))[-8:] == lines(out)[-8:]
+        assert lines(run(["pst-yolo", alias], tmp_path, cli_env))[-9:] == lines(out)[-9:]
 
 
 def test_checks_name_the_plugin(cli_env, tmp_path):
