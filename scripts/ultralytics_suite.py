@@ -65,21 +65,22 @@ def fetch_tests(version: str, cache: Path) -> Path:
     if (dest / "tests" / "__init__.py").is_file():
         return dest
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-binary", ":all:", "--no-deps",
-             f"ultralytics=={version}", "-d", tmp],
-            check=True,
-        )
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-binary", ":all:", "--no-deps",
+               f"ultralytics=={version}", "-d", tmp]
+        if subprocess.run(cmd).returncode:
+            raise SystemExit(f"could not fetch the Ultralytics {version} sdist ({' '.join(cmd[1:])}); it is needed "
+                             f"once, then {dest} is reused")
         (sdist,) = Path(tmp).glob("ultralytics-*.tar.gz")
         prefix = f"ultralytics-{version}/tests/"
         staging = Path(tmp) / "unpacked"
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python >= 3.8.17 / 3.12
         with tarfile.open(sdist) as tar:
             members = [m for m in tar.getmembers() if m.name.startswith(prefix) and (m.isfile() or m.isdir())]
             if not members:
                 raise SystemExit(f"{sdist.name} has no tests/ directory")
             for m in members:
                 m.name = m.name[len(f"ultralytics-{version}/"):]
-                tar.extract(m, staging)
+                tar.extract(m, staging, **safe)
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(dest, ignore_errors=True)
         shutil.move(str(staging), str(dest))
