@@ -166,16 +166,16 @@ def check_markers(markers: Path, plugin: bool, pytest_pid: int) -> list[str]:
 
 
 def counts_table(runs: dict[str, dict[str, tuple[str, str]]]) -> str:
-    """Per-file passed/failed/skipped counts of each run, as a text table."""
-    kinds = ("passed", "failed", "error", "skipped")
-    rows = [f"{'file':<24}" + "".join(f"{label + ' ' + k:>24}" for label in runs for k in kinds if k != "error")]
+    """Per-file passed/failed/skipped counts of each run (errors count as failed), as a text table."""
+    head = "".join(f"{label + ' passed':>17}{'failed':>8}{'skipped':>8}" for label in runs)
+    rows = [f"{'file':<18}{head}"]
     files = sorted({t.split("::")[0] for r in runs.values() for t in r})
     for f in [*files, "total"]:
         cells = ""
         for r in runs.values():
             c = Counter(o for t, (o, _) in r.items() if f == "total" or t.split("::")[0] == f)
-            cells += f"{c['passed']:>24}{c['failed'] + c['error']:>24}{c['skipped']:>24}"
-        rows.append(f"{Path(f).name:<24}{cells}")
+            cells += f"{c['passed']:>17}{c['failed'] + c['error']:>8}{c['skipped']:>8}"
+        rows.append(f"{Path(f).name:<18}{cells}")
     return "\n".join(rows)
 
 
