@@ -97,7 +97,8 @@ def _wrap_load(load):
                 lines.append(f"{len(inside)} into PST rows {_rows(plan.same)} (the source has the same PST layers)")
             if plan.blocked:
                 why = "; ".join(f"row {i}: source has {w}" for i, w in plan.blocked.items())
-                lines.append(f"none into rows {_rows(plan.blocked)} ({len(blocked)} tensors keep their own values; {why})")
+                kept_n = f"{len(blocked)} tensors keep their own values"
+                lines.append(f"none into rows {_rows(plan.blocked)} ({kept_n}; {why})")
             LOGGER.info(", ".join(lines))
         return result
 
