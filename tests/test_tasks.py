@@ -132,8 +132,9 @@ def test_segment_polygons_are_the_drawn_shapes(small_sets):
             assert (xy >= 0).all() and (xy <= 1).all()
             mask = np.zeros(img.shape[:2], np.uint8)
             cv2.fillPoly(mask, [np.round((xy * img.shape[1::-1] - 0.5) * 16).astype(np.int32)], 1, shift=4)
-            inside = img[mask.astype(bool)].astype(float)
-            assert inside.std(0).max() < 25  # one solid colour (JPEG and sensor noise aside) = one exact shape
+            core = cv2.erode(mask, np.ones((3, 3), np.uint8)).astype(bool)  # JPEG blurs the 1-px rim
+            if core.sum() >= 4:
+                assert img[core].astype(float).std(0).max() < 25  # one solid colour (noise aside): the drawn shape
         if label.parent.name == "val":
             n_val += len(rows)
     assert len(coco["annotations"]) == n_val and all(len(a["segmentation"][0]) >= 6 for a in coco["annotations"])
@@ -256,8 +257,8 @@ def test_train_reload_val_export(name, imgsz, tiny_data, test_root, cli_env, tmp
     got = onnx_outputs(result["onnx"], images)
     assert got.shape == ref.shape
     tol = 1e-3 * max(1.0, np.abs(ref).max())
-    if net.end2end:  # rows come sorted by score, and an untrained model's near-equal scores may swap rows or, for one
-        # anchor, which class wins: match rows on everything but the class index (column 5); all anchors are kept
+    if getattr(net, "end2end", False):  # rows come sorted by score; an untrained model's near-equal scores may swap
+        # rows or, for one anchor, which class wins: match rows on all but the class index (column 5); all anchors kept
         keep = [c for c in range(got.shape[-1]) if c != 5]
         d = np.abs(got[0][:, None, keep] - ref[0][None, :, keep]).max(-1)  # (rows, rows)
         assert d.min(1).max() <= tol and d.min(0).max() <= tol
