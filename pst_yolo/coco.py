@@ -196,7 +196,7 @@ def find_annotations(run: ValRun, data: str | None = None, ann: str | Path | Non
         path, why = root / run.data["coco_json"], "'coco_json' in the data YAML"
     else:
         index, name = load_index(), Path(str(data)).name
-        entry = next((e for n, e in index.items() if name in (n, f"{n}.yaml", e["yaml"]) and e.get("ann")), None)
+        entry = next((e for n, e in index.items() if name in (n, f"{n}.yaml", e.get("yaml")) and e.get("ann")), None)
         if entry is not None:
             path, why = root / entry["ann"], f"'ann' of data={data} in datasets.yaml"
         elif run.is_coco:

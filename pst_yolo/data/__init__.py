@@ -11,8 +11,9 @@ import yaml
 
 from ..utils import resource_path
 from .shapes import NAMES, generate
+from .tasks import TASKS, generate_task
 
-__all__ = ["NAMES", "dataset_yaml", "generate", "load_index"]
+__all__ = ["NAMES", "TASKS", "dataset_yaml", "generate", "generate_task", "load_index"]
 
 
 def load_index() -> dict:
@@ -20,11 +21,12 @@ def load_index() -> dict:
 
     Returns:
         ``{name: {"yaml": ..., "ann": ..., "description": ...}}`` as written in ``datasets.yaml``; ``ann`` (the COCO
-        val json relative to the dataset root) is absent for datasets without one.
+        val json relative to the dataset root) is absent for datasets without one; an image-folder (classification)
+        set has ``dir`` (its folder name in Ultralytics' ``datasets_dir``) instead of ``yaml``.
 
     Examples:
         >>> sorted(load_index())
-        ['coco', 'coco8', 'shapes']
+        ['coco', 'coco8', 'shapes', 'shapes-cls', 'shapes-obb', 'shapes-pose', 'shapes-seg']
     """
     with open(resource_path("datasets.yaml"), encoding="utf-8") as f:
         return yaml.safe_load(f)
@@ -38,7 +40,8 @@ def dataset_yaml(name: str) -> Path | str:
 
     Returns:
         The absolute path of a YAML shipped in pst_yolo's ``cfg/datasets`` (``shapes``), else the bare file name
-        of an Ultralytics built-in (``"coco8.yaml"``), which Ultralytics resolves itself.
+        of an Ultralytics built-in (``"coco8.yaml"``), which Ultralytics resolves itself, or for an image-folder set
+        its name (``"shapes-cls"``, generated on first use by ``data=shapes-cls``).
 
     Raises:
         KeyError: If ``name`` is not in the index; the message lists the known names.
@@ -52,7 +55,7 @@ def dataset_yaml(name: str) -> Path | str:
     index = load_index()
     if name not in index:
         raise KeyError(f"unknown dataset {name!r}; known datasets (datasets.yaml): {', '.join(sorted(index))}")
-    file = index[name]["yaml"]
+    file = index[name].get("yaml") or index[name]["dir"]
     try:
         return resource_path("cfg", "datasets", file)
     except FileNotFoundError:  # not shipped by pst_yolo: an Ultralytics built-in

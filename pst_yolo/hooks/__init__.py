@@ -12,11 +12,13 @@ Ultralytics that moves one fails loudly at import (pst_yolo is tested with ``SUP
 - ``ddp``: multi-GPU workers import pst_yolo.
 - ``safe_load``: restricted loading accepts PST checkpoints.
 - ``export``: TensorRT export of PST models fails in one sentence and checks ops first.
+- ``cls_data``: ``data=shapes-cls`` (an image folder) generates itself on first use.
+- ``transfer``: loading stock weights into a PST model transfers nothing into the PST rows.
 """
 
 from __future__ import annotations
 
-from . import ddp, export, models, names, safe_load, topk
+from . import cls_data, ddp, export, models, names, safe_load, topk, transfer
 from ._common import HOOK, SUPPORTED
 
 __all__ = ("HOOK", "SUPPORTED", "register")
@@ -24,5 +26,5 @@ __all__ = ("HOOK", "SUPPORTED", "register")
 
 def register() -> None:
     """Install pst_yolo's hooks into Ultralytics (idempotent)."""
-    for module in (models, names, topk, ddp, safe_load, export):
+    for module in (models, names, topk, ddp, safe_load, export, cls_data, transfer):
         module.register()

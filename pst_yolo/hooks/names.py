@@ -49,7 +49,7 @@ def _resources() -> dict[str, Path]:
     """Bare file name -> path for every YAML under ``cfg/``, plus ``NAME``/``NAME.yaml`` for each named dataset."""
     files = {p.name: p for p in sorted(resource_path("cfg").rglob("*.yaml"))}
     for name, entry in load_index().items():
-        if entry["yaml"] in files:  # datasets defined by Ultralytics itself (coco, coco8) resolve the stock way
+        if entry.get("yaml") in files:  # datasets defined by Ultralytics itself (coco, coco8) resolve the stock way
             files[name] = files[f"{name}.yaml"] = files[entry["yaml"]]
     return files
 
