@@ -5,6 +5,7 @@ TensorRT 10's ONNX parser table, run in ONNX Runtime against PyTorch on real ima
 ``YOLO("*.onnx").val``. Ultralytics' own format checks are not repeated here.
 """
 
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -358,8 +359,17 @@ def test_engine_build_checks_the_onnx_ops_first(exports, tmp_path):
         if node.op_type == "TopK":
             node.attribute.append(h.make_attribute("sorted", 0))
     onnx.save(bad, tmp_path / "bad.onnx")
-    with pytest.raises(ExportBackendError, match=r"(?s)TensorRT 10 cannot parse.*sorted` must be 1"):
-        export_engine.onnx2engine(str(tmp_path / "bad.onnx"), tmp_path / "bad.engine")
+    from pst_yolo.hooks import export as export_hooks
+
+    token = export_hooks._EXPORTING_PST.set(True)  # as during Exporter.__call__ of a model with PST layers
+    try:
+        with pytest.raises(ExportBackendError, match=r"(?s)TensorRT 10 cannot parse.*sorted` must be 1"):
+            export_engine.onnx2engine(str(tmp_path / "bad.onnx"), tmp_path / "bad.engine")
+    finally:
+        export_hooks._EXPORTING_PST.reset(token)
+    if importlib.util.find_spec("tensorrt") is None:  # outside a PST export the stock function runs unchecked
+        with pytest.raises(ImportError, match="tensorrt"):
+            export_engine.onnx2engine(str(tmp_path / "bad.onnx"), tmp_path / "bad.engine")
 
 
 # ---------------------------------------------------------------------------------------------- attention module

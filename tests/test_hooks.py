@@ -38,6 +38,7 @@ HOOKED = {  # every name pst_yolo wraps -> the module of pst_yolo.hooks that wra
     "ultralytics.nn.tasks.torch_safe_load": "safe_load",
     "ultralytics.nn.tasks._SafeLoad._build": "safe_load",
     "ultralytics.engine.exporter.Exporter.__call__": "export",
+    "ultralytics.nn.tasks.BaseModel.load": "transfer",
     "ultralytics.utils.export.engine.onnx2engine": "export",
 }
 

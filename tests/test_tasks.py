@@ -171,13 +171,15 @@ def test_data_names_resolve(test_root):
     assert data["kpt_shape"] == [5, 3] and data["flip_idx"] == [0, 3, 2, 1, 4] and data["nc"] == len(NAMES)
 
 
-def test_cls_set_by_name(test_root):
-    """data=shapes-cls: Ultralytics' classify trainer/validator get the image folder, generated on first use."""
-    import ultralytics.engine.trainer as trainer
+def test_cls_set_by_name(test_root, tmp_path):
+    """data=shapes-cls: Ultralytics' classify validator gets the image folder, generated on first use."""
+    from ultralytics import YOLO
 
-    data = trainer.check_cls_dataset("shapes-cls")
-    assert data["nc"] == len(NAMES) and sorted(data["names"].values()) == sorted(NAMES)
-    assert Path(data["train"]).parent == test_root / "datasets" / "shapes-cls"
+    metrics = YOLO("yolo11n-cls-pst.yaml").val(data="shapes-cls", imgsz=32, batch=32, plots=False, verbose=False,
+                                                project=str(tmp_path), name="v")
+    root = test_root / "datasets" / "shapes-cls"
+    assert sorted(p.name for p in (root / "val").iterdir()) == sorted(NAMES)
+    assert metrics.speed["inference"] > 0 and 0 <= metrics.top1 <= 1
 
 
 # ------------------------------------------------------------------------------- train -> fresh process -> val/export

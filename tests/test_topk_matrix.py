@@ -2,8 +2,8 @@
 
 Every run here happens in a fresh process whose Python start-up loads the K probe (tests/_kprobe/sitecustomize.py: a
 global forward hook that records ``PSTAttention.topk`` per forward and never imports pst_yolo). Rows of a forward are
-``[topk, H, W, training, profiling]``; the forwards of Ultralytics' FLOP counter (thop runs the model on a proxy
-input when a model summary is printed) are left out: they are not a run.
+``[topk, H, W, training, profiling]``; forwards that are not a run are left out: those of Ultralytics' FLOP counter
+(thop runs the model on a proxy input when a model summary is printed) and the stride probe of a model's constructor.
 
 Entry points: the Python API in a process that never imports pst_yolo itself (the YOLO object is made before the
 plugin is loaded: unpickling the checkpoint loads it) and in one that imports it first; ``pst-yolo`` and plain

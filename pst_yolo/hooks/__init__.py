@@ -6,19 +6,19 @@ Ultralytics that moves one fails loudly at import (pst_yolo is tested with ``SUP
 
 - ``models``: YAML rows naming ``PST`` build like stock modules (``parse_model``).
 - ``names``: configs and datasets resolve by bare name from any directory; a name found nowhere lists the known ones,
-  ``shapes`` is generated (not "downloaded") on first use, and a failed ``data=`` leaves no empty run directory
-  (``check_file``, ``BaseTrainer.get_dataset``, ``BaseValidator.__call__``).
+  ``shapes`` and ``shapes-cls`` are generated (not "downloaded") on first use, and a failed ``data=`` leaves no empty
+  run directory (``check_file``, ``BaseTrainer.get_dataset``, ``BaseValidator.__call__``).
 - ``topk``: ``pst_topk`` is an argument of every mode and reaches the PST layers that run.
 - ``ddp``: multi-GPU workers import pst_yolo.
-- ``safe_load``: restricted loading accepts PST checkpoints.
-- ``export``: TensorRT export of PST models fails in one sentence and checks ops first.
-- ``cls_data``: ``data=shapes-cls`` (an image folder) generates itself on first use.
+- ``safe_load``: restricted loading accepts PST checkpoints; a damaged checkpoint is named as such.
+- ``export``: exports run the requested ``pst_topk``; TensorRT export of PST models fails in one sentence and checks
+  ops first.
 - ``transfer``: loading stock weights into a PST model transfers nothing into the PST rows.
 """
 
 from __future__ import annotations
 
-from . import cls_data, ddp, export, models, names, safe_load, topk, transfer
+from . import ddp, export, models, names, safe_load, topk, transfer
 from ._common import HOOK, SUPPORTED
 
 __all__ = ("HOOK", "SUPPORTED", "register")
@@ -26,5 +26,5 @@ __all__ = ("HOOK", "SUPPORTED", "register")
 
 def register() -> None:
     """Install pst_yolo's hooks into Ultralytics (idempotent)."""
-    for module in (models, names, topk, ddp, safe_load, export, cls_data, transfer):
+    for module in (models, names, topk, ddp, safe_load, export, transfer):
         module.register()

@@ -11,8 +11,11 @@ Names that exist as files, or that are not pst_yolo's, go to the stock function 
   to it, with its own log lines, before ``check_det_dataset`` would report its images missing and run the YAML's
   ``download:`` script (the fallback for copies of the YAML) under "Dataset download success";
 - ``BaseTrainer.get_dataset`` and ``BaseValidator.__call__`` (their ``data=`` checks run after the run directory was
-  made): when ``data=`` names nothing that exists, the run directory left empty (a trainer's ``args.yaml`` and empty
-  ``weights/``, a validator's empty directory) is removed.
+  made): a classification set named in ``datasets.yaml`` (``data=shapes-cls``, an entry with ``dir``) is generated
+  on first use and passed on as its folder (Ultralytics finds a classification directory only in the working
+  directory or ``datasets_dir``, else downloads it by name from its assets); when ``data=`` names nothing that
+  exists, the run directory left empty (a trainer's ``args.yaml`` and empty ``weights/``, a validator's empty
+  directory) is removed.
 """
 
 from __future__ import annotations
@@ -102,9 +105,26 @@ def _generate_if_missing(yaml_file: str, logger) -> None:
     logger.info(f"shapes: dataset ready in {root}")
 
 
+def _image_folder(data) -> str | None:
+    """The path of pst_yolo's named image-folder dataset ``data`` (``datasets.yaml`` entries with ``dir``), generated
+    on first use into Ultralytics' ``datasets_dir``; None for any other value."""
+    entry = load_index().get(str(data).strip()) if isinstance(data, str) else None
+    if not (entry and entry.get("dir")) or Path(data).is_dir():
+        return None
+    import ultralytics.data.utils as data_utils
+
+    from ..data import generate_task
+
+    return str(generate_task(Path(data_utils.DATASETS_DIR) / entry["dir"], "classify", n_train=240, n_val=60,
+                             imgsz=64))
+
+
 def _wrap_leaving_no_empty_run(method):
     def leaving_no_empty_run(self, *args, **kwargs):
-        """Run ``method``; if it fails because ``data=`` exists nowhere, remove the run directory it left empty."""
+        """Run ``method`` with a named image-folder ``data=`` resolved to its (generated) folder; if it fails because
+        ``data=`` exists nowhere, remove the run directory it left empty."""
+        if (folder := _image_folder(getattr(self.args, "data", None))) is not None:
+            self.args.data = folder  # classification data is a directory: Ultralytics' check_cls_dataset takes paths
         try:
             return method(self, *args, **kwargs)
         except Exception as e:

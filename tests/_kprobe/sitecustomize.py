@@ -18,7 +18,8 @@ _SEEN = []
 def take() -> list:
     """The forwards seen since the last call, as ``[topk, H, W, training, profiling]`` rows, and forget them.
 
-    ``profiling`` marks forwards of Ultralytics' FLOP counter (thop), which runs the model on a proxy input.
+    ``profiling`` marks forwards that are not a run: Ultralytics' FLOP counter (thop, on a proxy input) and the stride
+    probe a model's constructor runs on a zero image.
     """
     seen = _SEEN[:]
     _SEEN.clear()
@@ -28,10 +29,21 @@ def take() -> list:
 if os.environ.get("PST_KPROBE"):
     import torch
 
+    def _building() -> bool:
+        """Whether a model is being built: its constructor runs a forward on a zero image to find the strides."""
+        frame = sys._getframe(2)
+        while frame is not None:
+            code = frame.f_code
+            if code.co_name == "__init__" and code.co_filename.replace("\\", "/").endswith("ultralytics/nn/tasks.py"):
+                return True
+            frame = frame.f_back
+        return False
+
     def _record(module, args, output):
         if type(module).__name__ == "PSTAttention":
             profiling = "total_ops" in vars(module) or "total_ops" in module._buffers  # thop (Ultralytics' FLOP count)
-            _SEEN.append([int(module.topk), *(int(s) for s in args[0].shape[2:]), bool(module.training), profiling])
+            _SEEN.append([int(module.topk), *(int(s) for s in args[0].shape[2:]), bool(module.training),
+                          profiling or _building()])
 
     torch.nn.modules.module.register_module_forward_hook(_record)
 
