@@ -17,11 +17,23 @@ from pst_yolo import PST
 from pst_yolo.messages import finished_run
 from pst_yolo.nn.attention import PSTArgumentError, check_topk
 
-CONFIGS = "PST configs (model=NAME, from any directory): yolo11{n,s,m}-pst.yaml, yolo12{n,s,m}-pst.yaml"
+CONFIGS = (
+    "PST configs (model=NAME, from any directory): r101-cls-pst.yaml, r101-pst.yaml, r18-cls-pst.yaml, r18-pst.yaml, "
+    "r50-cls-pst.yaml, r50-pst.yaml, yolo11{n,s,m}-cls-pst.yaml, yolo11{n,s,m}-obb-pst.yaml, "
+    "yolo11{n,s,m}-pose-pst.yaml, yolo11{n,s,m}-pst.yaml, yolo11{n,s,m}-seg-pst.yaml, yolo12{n,s,m}-pst.yaml, "
+    "yolo26{n,s,m}-obb-pst.yaml, yolo26{n,s,m}-pose-pst.yaml, yolo26{n,s,m}-pst.yaml, yolo26{n,s,m}-seg-pst.yaml"
+)
 DATASETS = [
-    "  coco    COCO 2017 detection, 80 classes, 118k train / 5k val images (needs internet on first use)",
-    "  coco8   first 8 images of COCO train2017 split 4/4, for smoke tests (needs internet on first use)",
-    "  shapes  offline synthetic shapes, 6 classes, 512 train / 128 val images generated on first use (no internet)",
+    "  coco         COCO 2017 detection, 80 classes, 118k train / 5k val images (needs internet on first use)",
+    "  coco8        first 8 images of COCO train2017 split 4/4, for smoke tests (needs internet on first use)",
+    "  shapes       offline synthetic shapes, 6 classes, 512 train / 128 val images generated on first use "
+    "(no internet)",
+    "  shapes-seg   offline shapes with exact instance polygons (segment), 256 train / 64 val images, COCO json with "
+    "polygons",
+    "  shapes-pose  offline shapes with 5 keypoints each (top, right, bottom, left, centre; with visibility), 256 / 64 "
+    "images",
+    "  shapes-obb   offline rotated shapes with tight oriented boxes (obb), 256 train / 64 val images",
+    "  shapes-cls   offline classification image folder, one shape per image, 6 classes, 240 train / 60 val images",
 ]
 
 
@@ -122,7 +134,8 @@ def test_finished_run_only_for_finished_pst_checkpoints(tmp_path):
 def test_help_adds_plugin_lines(cli_env, tmp_path):
     out = run(["pst-yolo"], tmp_path, cli_env)
     assert "yolo TASK MODE ARGS" in out  # Ultralytics' help comes first
-    assert lines(out)[-9:] == [
+    n = 6 + len(DATASETS)
+    assert lines(out)[-n:] == [
         f"pst_yolo {pst_yolo.__version__}: the Pyramid Sparse Transformer (PST) plugin. 'pst-yolo' takes every 'yolo' "
         "command above, plus:",
         f"    {CONFIGS}",
@@ -136,7 +149,7 @@ def test_help_adds_plugin_lines(cli_env, tmp_path):
         "to",
     ]
     for alias in ("help", "--help"):
-        assert lines(run(["pst-yolo", alias], tmp_path, cli_env))[-9:] == lines(out)[-9:]
+        assert lines(run(["pst-yolo", alias], tmp_path, cli_env))[-n:] == lines(out)[-n:]
 
 
 def test_checks_name_the_plugin(cli_env, tmp_path):
