@@ -90,7 +90,13 @@ def run_cell(model: str, fmt: str, pst_topk: int | None, quantize, imgsz: int, d
     if fmt == "pytorch":
         target, cell["exported"] = str(pt), True
     else:
-        extra = {"quantize": quantize, "data": data} if quantize else {}
+        from ultralytics.engine.exporter import export_formats
+
+        formats = export_formats()
+        takes = dict(zip(formats["Argument"], formats["Arguments"])).get(fmt, [])
+        extra = {"quantize": quantize} if quantize else {}
+        if "data" in takes:  # calibration (int8 formats) on the offline data, never Ultralytics' download default
+            extra["data"] = data
         target = YOLO(str(pt)).export(format=fmt, imgsz=imgsz, **topk, **extra)
         cell["exported"] = bool(target) and Path(str(target)).exists()
         print("PST_MATRIX_EXPORTED", flush=True)  # for the parent, should the runtime then kill this process
