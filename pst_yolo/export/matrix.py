@@ -115,6 +115,14 @@ def run_cell(model: str, fmt: str, pst_topk: int | None, quantize, imgsz: int, d
     return cell
 
 
+def _short(reason: str, limit: int = 90) -> str:
+    """A reason for a table cell: exception class without its module path, cut at ``limit`` characters."""
+    import re
+
+    reason = re.sub(r"^[\w.]*\.(\w+(Error|Exception|Fail))\b", r"\1", reason).replace("|", "/")
+    return reason if len(reason) <= limit else reason[: limit - 1].rstrip() + "…"
+
+
 def _box_delta(ref, got) -> tuple[bool, float | None]:
     """(same box count and classes on every image, largest coordinate difference in pixels)."""
     if ref is None or got is None or len(ref) != len(got):
@@ -208,10 +216,10 @@ def format_table(rows: list[dict], topk: int = 8) -> str:
             if r is None:
                 cells.append("—")
             elif not r["exported"]:
-                cells.append(f"✗ export: {r['reason']}")
+                cells.append(f"✗ export: {_short(r['reason'])}")
             elif not r["runs"]:
                 cells.append(f"✓ exported; not run: {r['reason']}" if r["reason"] in _NO_RUNTIME.values() else
-                             f"✓ exported; ✗ {r['reason']}")
+                             f"✓ exported; ✗ {_short(r['reason'])}")
             else:
                 delta = r["map"] - ref["map"] if ref and ref.get("map") is not None else float("nan")
                 same, box = _box_delta(ref and ref.get("boxes"), r.get("boxes"))
