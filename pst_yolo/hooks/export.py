@@ -1,23 +1,35 @@
-"""Export of PST models: ``pst_topk`` on the exporter's copy, and for TensorRT a one-sentence failure and an op check.
+"""Export of PST models: the run's ``pst_topk``, the attention form each format needs, one-sentence failures, and
+TensorRT's op check.
 
-Hooks ``Exporter.__call__`` and ``ultralytics.utils.export.engine.onnx2engine`` (which ``Exporter.export_engine``
-imports from its module at call time). Why no official extension point serves: callbacks are copied into an exporter
-from the YOLO object that makes it (see ``hooks/topk.py``), no export callback runs before ``select_device`` (which
-fails without CUDA), and none sees the intermediate ONNX file before TensorRT parses it. Models without PST layers
-are exported exactly as without the plugin.
+Hooks ``Exporter.__call__`` (Ultralytics runs ``select_device``, which fails without CUDA, and its own format checks
+before any callback; only a wrapper comes first) and ``ultralytics.utils.export.engine.onnx2engine`` (which
+``Exporter.export_engine`` imports from its module at call time). Why no official extension point serves: callbacks
+are copied into an exporter from the YOLO object that makes it (see ``hooks/topk.py``), no export callback runs before
+the device is selected and the format checked, and none sees the intermediate ONNX file before TensorRT parses it.
+
+For models with PST layers only (stock models pass through untouched), the ``__call__`` wrapper exports a copy of the
+model (``hooks.topk.export_model``) that
+
+- runs the export's ``pst_topk`` (or the model's own value), recorded in the exported file's metadata;
+- is refused with one sentence (``ExportBackendError``) when the format cannot take PST with these arguments
+  (``pst_yolo.export.forms.export_problem``) or TensorRT cannot run here (``tensorrt_problem``);
+- uses the portable attention form for the formats that need it (``export_form``); the caller's model is unchanged.
 """
 
 from __future__ import annotations
 
 from contextvars import ContextVar
 
-from ..topk import attention_layers
+import torch.nn as nn
+
+from ..topk import attention_layers, get_topk
 from ._common import install
 from .topk import export_model
 
 _EXPORTING_PST: ContextVar[bool] = ContextVar("pst_yolo_exporting_pst", default=False)
 
 __all__ = ("register",)
+
 
 def register() -> None:
     import ultralytics.utils.export.engine as export_engine
@@ -30,20 +42,28 @@ def register() -> None:
 
 
 def _wrap_export_call(call):
+    from ultralytics.utils import LOGGER
+
     from ..export.backends import ENGINE_FORMATS, ExportBackendError, tensorrt_problem
+    from ..export.forms import PORTABLE_FORMATS, export_form, export_problem, set_portable
 
     def export_with_pst(self, model=None, *args, **kwargs):
-        """Export with ``pst_topk`` applied; for a PST model and ``format=engine``, fail first in one sentence
-        (``ExportBackendError``) if TensorRT or a CUDA GPU is missing."""
-        pst = hasattr(model, "modules") and bool(attention_layers(model))
-        model = export_model(self, model)
-        if pst and str(self.args.format).lower() in ENGINE_FORMATS:
-            problem = tensorrt_problem(getattr(self.args, "model", None))
-            if problem:
-                raise ExportBackendError(problem)
-        token = _EXPORTING_PST.set(pst)
+        """Export a PST model's checked, ``pst_topk``-applied copy in the form its format needs; others as usual."""
+        if not (isinstance(model, nn.Module) and attention_layers(model)):
+            return call(self, export_model(self, model), *args, **kwargs)  # unchanged (a given pst_topk: a warning)
+        fmt = str(self.args.format).lower()
+        if fmt in ENGINE_FORMATS and (problem := tensorrt_problem(getattr(self.args, "model", None))):
+            raise ExportBackendError(problem)
+        copy = export_model(self, model)
+        if problem := export_problem(fmt, get_topk(copy), getattr(self.args, "quantize", None)):
+            raise ExportBackendError(problem)
+        if export_form(fmt) == "portable":
+            n = set_portable(copy, True)
+            LOGGER.info(f"PST: portable attention in {n} layers for format={fmt} "
+                        f"({PORTABLE_FORMATS.get(fmt, PORTABLE_FORMATS['coreml'])})")
+        token = _EXPORTING_PST.set(True)
         try:
-            return call(self, model, *args, **kwargs)
+            return call(self, copy, *args, **kwargs)
         finally:
             _EXPORTING_PST.reset(token)
 

@@ -8,11 +8,18 @@ values come from the next coarser map ``u`` (B, C, Hc, Wc) with ``Hc = ceil(H / 
   head; each maps to its 2x2 patch of the fine map, whose keys/values come from the *same* ``conv_kv`` applied to
   ``x``. A per-head gate mixes the two outputs.
 
-Two implementations of the same function live side by side (chosen by ``fused_attn``):
+Three implementations of the same function live side by side:
 
-- fused (default): ``F.scaled_dot_product_attention`` for both paths, selection from the mean query, and fine
-  keys/values projected only at the gathered positions;
-- plain: explicit attention matrices and ``conv_kv`` over the whole fine map (what the equations say literally).
+- fused (default, ``fused_attn = True``): ``F.scaled_dot_product_attention`` for both paths, selection from the mean
+  query, and fine keys/values projected only at the gathered positions;
+- plain (``fused_attn = False``): explicit attention matrices and ``conv_kv`` over the whole fine map (what the
+  equations say literally);
+- portable (``portable = True``, set at export time for converters that lack ops, see ``pst_yolo.export.forms``):
+  explicit attention matrices, and a fine path built only from ops every converter maps (matmul, reductions, clamp,
+  pad, conv, reshape): top-k as ``k`` unrolled arg-max steps that produce one-hot rows, and the
+  gather of the selected 2x2 patches as a product of those one-hot rows with the space-to-depth fine map. No
+  ``TopK``/``Gather``/``Where``/comparison op, no integer tensor, no shape-dependent padding at run time. It needs
+  static shapes (a traced export fixes them), which is what makes the constant padding and masks possible.
 
 The fine path always applies ``conv_kv`` as its inference-time affine map (BatchNorm with running statistics), also in
 training: fine attention then computes the same function in training and inference, and fine-map statistics never
@@ -36,6 +43,11 @@ from ultralytics.utils import LOGGER
 __all__ = ("HEAD_DIM", "PSTArgumentError", "PSTAttention", "check_topk")
 
 HEAD_DIM = 32  # channels per attention head (DESIGN.md §2)
+# Portable arg-max: 1 + clamp(d * _SHARP**3, -1, 0) is exactly 1 for the maximum (d = 0) and 0 for any score below it
+# by more than 1e-12 (in three steps, so no constant exceeds fp16's range when a runtime computes in half precision).
+_SHARP = 1e4
+_FAR = 4096.0  # above any coarse row/column index; integers up to 2 * _FAR are exact in fp16
+_MASKED = -1e4  # additive logit of a masked fine candidate in the portable path (exp() underflows to 0, fp16-safe)
 
 
 class PSTArgumentError(ValueError):
@@ -86,6 +98,7 @@ class PSTAttention(nn.Module):
 
     Attributes:
         fused_attn (bool): Use the fused implementation (see module docstring); ``False`` selects the plain one.
+        portable (bool): Use the portable implementation (overrides ``fused_attn``; for exporters, static shapes).
         conv_q (Conv): 1x1 Conv-BN producing queries from the fine map.
         conv_kv (Conv): 1x1 Conv-BN producing keys and values; shared by the coarse and fine paths. Its output
             channels are laid out per head as ``[K_h (head_dim) | V_h (head_dim)]``.
@@ -99,6 +112,8 @@ class PSTAttention(nn.Module):
         >>> print(attn(x, u).shape)
         torch.Size([2, 64, 20, 20])
     """
+
+    portable = False  # class default: checkpoints pickled before the attribute existed load with it
 
     def __init__(self, dim: int, num_heads: int | None = None, topk: int = 0):
         super().__init__()
@@ -154,7 +169,7 @@ class PSTAttention(nn.Module):
 
         if self.topk:
             out_fine = self._fine(x, q, k, (Hc, Wc))  # (B, nh, N, hd)
-            if self.fused_attn:  # the grouped 1x1 gate as per-head matmuls on token rows: no concat, no transposes
+            if self.fused_attn and not self.portable:  # the grouped 1x1 gate as per-head matmuls: no concat/transposes
                 w = self.gate.weight.view(nh, hd, 2 * hd)  # (nh, hd out, [O_c | O_f] in)
                 g = out @ w[..., :hd].transpose(1, 2) + out_fine @ w[..., hd:].transpose(1, 2)  # (B, nh, N, hd)
                 g = (g + self.gate.bias.view(nh, 1, hd)).sigmoid()
@@ -170,7 +185,7 @@ class PSTAttention(nn.Module):
 
     def _attend(self, q, k, v, mask=None):
         """softmax(q kᵀ / √d + mask) v for (B, nh, N, hd) queries and (B, nh, T, hd) keys/values."""
-        if self.fused_attn:
+        if self.fused_attn and not self.portable:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         if q.dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(q.device.type):
             # Logits and softmax in fp32 (as the fused kernels accumulate), also under autocast: fp16 logits overflow
@@ -184,6 +199,8 @@ class PSTAttention(nn.Module):
 
     def _fine(self, x, q, k, coarse_hw):
         """Fine attention over the 2x2 fine patches of the top-k coarse tokens; returns (B, nh, N, hd)."""
+        if self.portable:
+            return self._fine_portable(x, q, k, coarse_hw)
         B, C, H, W = x.shape
         Hc, Wc = coarse_hw
         nh, hd, topk = self.num_heads, self.head_dim, self.topk
@@ -231,3 +248,65 @@ class PSTAttention(nn.Module):
             kv = torch.gather(kv_map, 2, pos[..., None].expand(-1, -1, -1, 2 * hd))  # (B, nh, 4k, 2hd)
         k_f, v_f = kv.split(hd, dim=3)  # (B, nh, 4k, hd) each
         return self._attend(q, k_f, v_f, mask)
+
+    def _fine_portable(self, x, q, k, coarse_hw):
+        """The fine path of ``_fine`` from elementary ops only (static shapes); returns (B, nh, N, hd).
+
+        Selection: ``min(topk, M)`` unrolled steps, each the one-hot row of the highest remaining score (exact ties: the
+        lowest row, then column), which is then pushed below every score. Gather: the
+        fine map padded to even size and folded 2x2 -> channels (space-to-depth), so coarse token ``j`` owns row ``j``
+        holding its four fine cells; one-hot rows times that matrix gather the selected patches.
+        """
+        B, C, H, W = (int(s) for s in x.shape)  # static: a traced export records these as constants
+        Hc, Wc = (int(s) for s in coarse_hw)
+        nh, hd, M = self.num_heads, self.head_dim, Hc * Wc
+        topk = min(self.topk, M)
+
+        # Selection scores s_j = (mean_i q_i) · k_j / √d; one-hot rows of the top-k, in descending order.
+        q_mean = q.mean(2).reshape(B, nh, hd, 1)  # (B, nh, hd, 1): k @ q_mean needs no transpose (Paddle's oneDNN
+        scores = ((k @ q_mean) * self.scale).reshape(B, nh, M)  # matmul fusion fails on a transposed k); (B, nh, M)
+        if max(Hc, Wc) >= _FAR:
+            raise ValueError(f"PSTAttention: the portable fine path supports coarse maps below {_FAR:.0f} tokens per "
+                             f"side, got {Hc}x{Wc}; export at a smaller imgsz or with pst_topk=0")
+        # Row and column of each coarse token (constants): exact ties are broken by the lowest (row, column), the
+        # order ONNX's TopK uses, by two exact integer minimums (no cumsum: pnnx gives ncnn a wrong cumsum axis).
+        row = torch.tensor([float(j // Wc) for j in range(M)], dtype=q.dtype, device=q.device)  # (M,)
+        col = torch.tensor([float(j % Wc) for j in range(M)], dtype=q.dtype, device=q.device)  # (M,)
+        rows = []
+        for _ in range(topk):
+            d = scores - scores.amax(2, keepdim=True)  # <= 0, exactly 0 at the maximum
+            for _ in range(3):
+                d = (d * _SHARP).clamp(-1.0, 0.0)
+            hot = d + 1.0  # 1 at the maximum (and at exact ties), else 0
+            for pos in (row, col):  # keep the tied maxima in the lowest row, then the one in the lowest column
+                first = (pos + (1.0 - hot) * _FAR).amin(2, keepdim=True)  # lowest position among the maxima
+                hot = hot * ((first - pos).clamp(-1.0, 0.0) + 1.0)  # integers: exactly 1 at it, 0 after it
+            rows.append(hot.reshape(B, nh, M, 1))
+            scores = scores - hot * (scores - scores.amin(2, keepdim=True) + 1.0)  # below everything else
+        sel = torch.cat(rows, 3)  # (B, nh, M, topk): column t is the one-hot of the t-th pick
+
+        # Fine tokens of each coarse token: pad to (2Hc, 2Wc), fold each 2x2 cell into channels c*4 + 2*dr + dc.
+        pad_h, pad_w = 2 * Hc - H, 2 * Wc - W
+        # Space-to-depth as a stride-2 depthwise conv with one-hot 2x2 kernels (x2paddle has no pixel_unshuffle).
+        fold = torch.tensor([[[[float(2 * dr + dc == cell) for dc in (0, 1)] for dr in (0, 1)]] for cell in range(4)]
+                            * C, dtype=x.dtype, device=x.device)  # (4C, 1, 2, 2), a constant in a traced graph
+        xs = F.conv2d(F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x, fold, stride=2, groups=C)  # (B,4C,Hc,Wc)
+        # Gathered as (4C, M) @ (M, k), transposes after the product (Paddle's oneDNN reshape-transpose-matmul fusion
+        # fails on a broadcast head dim); the 4k fine tokens come out cell-major, the order of the mask below.
+        xg = (xs.reshape(B, 1, 4 * C, M) @ sel).reshape(B, nh, C, 4 * topk)  # (B, nh, C, 4k), tokens cell*k + t
+        # Keys/values channel-major, so no transposed weight enters a product (Paddle's oneDNN fusion breaks on one).
+        w, b = _affine_1x1(self.conv_kv)  # (2C, C), (2C,): conv_kv's inference-time map, as in _fine
+        kv = w.view(nh, 2 * hd, C) @ xg + b.view(nh, 2 * hd, 1)  # (B, nh, 2hd, 4k)
+        k_f, v_f = kv.split(hd, dim=2)  # (B, nh, hd, 4k) each
+
+        mask = None
+        if pad_h or pad_w:  # cells outside an odd-sized fine map: a constant per coarse token, gathered like x
+            cells = [[float(2 * r + dr < H and 2 * c + dc < W) for r in range(Hc) for c in range(Wc)]
+                     for dr in (0, 1) for dc in (0, 1)]  # (4, M): which of each token's 2x2 cells exist
+            cells = torch.tensor(cells, dtype=x.dtype, device=x.device)  # a constant in a traced graph
+            valid = (cells @ sel).reshape(B, nh, 1, 4 * topk)  # cell-major like the tokens; 1 = in the map, 0 = not
+            mask = (1.0 - valid) * _MASKED
+        attn = (q * self.scale) @ k_f  # (B, nh, N, 4k)
+        if mask is not None:
+            attn = attn + mask
+        return attn.softmax(dim=-1) @ v_f.transpose(2, 3)  # (B, nh, N, hd)

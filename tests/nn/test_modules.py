@@ -38,19 +38,22 @@ def inputs(b: int, c: int, h: int, w: int, seed: int = 0, c_up: int | None = Non
     return torch.randn(b, c, h, w, generator=gen), torch.randn(b, c_up or c, hc, wc, generator=gen)
 
 
-def attention(dim: int, topk: int, fused: bool, seed: int = 0) -> PSTAttention:
-    """An eval-mode PSTAttention with random weights, BN statistics and gate."""
+FORMS = ["fused", "plain", "portable"]  # the three implementations of PSTAttention (portable: for exporters)
+
+
+def attention(dim: int, topk: int, fused: bool | str, seed: int = 0) -> PSTAttention:
+    """An eval-mode PSTAttention with random weights, BN statistics and gate, in the given form."""
     torch.manual_seed(seed)
     attn = randomize_(PSTAttention(dim, topk=topk), seed).eval()
-    attn.fused_attn = fused
-    return attn
+    return set_fused(attn, fused)
 
 
-def set_fused(model: nn.Module, fused: bool) -> nn.Module:
-    """Select the fused (SDPA) or plain (explicit matrices) implementation in every PSTAttention of ``model``."""
+def set_fused(model: nn.Module, fused: bool | str) -> nn.Module:
+    """Select the fused (True/"fused"), plain (False/"plain") or "portable" form in every PSTAttention of ``model``."""
     for m in model.modules():
         if isinstance(m, PSTAttention):
-            m.fused_attn = fused
+            m.fused_attn = fused in (True, "fused")
+            m.portable = fused == "portable"
     return model
 
 
@@ -204,18 +207,20 @@ def _selection(recorder: TopkRecorder, M: int):
     }
 
 
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
+@pytest.mark.parametrize("fused", FORMS)
 @pytest.mark.parametrize("k", [0, 1, 3, 8])
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("batch, dim", [(1, 64), (3, 128)])
-def test_attention_matches_reference(batch, dim, size, k, fused):
+def test_attention_matches_reference(batch, dim, size, k, fused, warnings):
     attn = attention(dim, k, fused, seed=k)
     x, u = inputs(batch, dim, *size, seed=batch + k)
     with torch.no_grad(), TopkRecorder() as rec:
         y = attn(x, u)
     y_ref, sel_ref = pst_attention_ref(attn, x, u)
     torch.testing.assert_close(y, y_ref, atol=ATOL, rtol=RTOL)
-    if k:
+    if fused == "portable":  # no topk op at all (one-hot arg-max steps): the output match above is the selection's
+        assert not rec.indices
+    elif k:
         M = math.prod(coarse_hw(*size))
         assert _selection(rec, M) == sel_ref  # same SET of tokens per image and head (order is irrelevant)
         assert all(len(s) == min(k, M) for s in sel_ref.values())
@@ -267,7 +272,7 @@ def test_reference_bilinear_matches_interpolate(size):
     k=st.integers(0, 12),
     batch=st.integers(1, 2),
     dim=st.sampled_from([32, 64]),
-    fused=st.booleans(),
+    fused=st.sampled_from(FORMS),
     seed=st.integers(0, 2**16),
 )
 def test_attention_matches_reference_random_shapes(warnings, h, w, k, batch, dim, fused, seed):
@@ -279,7 +284,7 @@ def test_attention_matches_reference_random_shapes(warnings, h, w, k, batch, dim
     torch.testing.assert_close(y, pst_attention_ref(attn, x, u)[0], atol=ATOL, rtol=RTOL)
 
 
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
+@pytest.mark.parametrize("fused", FORMS)
 @pytest.mark.parametrize("k", [0, 3])
 def test_block_and_pst_match_reference(k, fused):
     torch.manual_seed(0)
@@ -401,12 +406,31 @@ def test_fused_and_plain_agree_in_eval(k, warnings):
     with torch.no_grad():
         y_f = set_fused(pst, True)([X, U])
         y_p = set_fused(pst, False)([X, U])
+        y_portable = set_fused(pst, "portable")([X, U])
     torch.testing.assert_close(y_f, y_p, atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(y_portable, y_p, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("k", [1, 3, 6])
+def test_portable_breaks_exact_ties_by_lowest_index(k):
+    """Identical coarse tokens tie exactly; the portable form takes tied tokens in index (row, then column) order, one
+    per step, as the reference does (a stable sort) and ONNX's TopK specifies; the fused path's topk leaves it open."""
+    attn = attention(64, k, "portable", seed=2)
+    x, u = inputs(1, 64, 8, 8, seed=3)
+    u[..., 1:, :] = u[..., :1, :1]  # rows 1-3 repeat token (0, 0): 13 tokens tie
+    u[..., 0, 1:] = -u[..., 0, :1]  # the rest of row 0: 3 more tie
+    with torch.no_grad():
+        y = attn(x, u)
+    y_ref, sel = pst_attention_ref(attn, x, u)
+    torch.testing.assert_close(y, y_ref, atol=ATOL, rtol=RTOL)
+    assert all(len(s) == k for s in sel.values())
+    groups = ({0, *range(4, 16)}, {1, 2, 3})  # tokens with identical keys
+    assert any(0 < len(s & g) < len(g) for s in sel.values() for g in groups)  # the selection split a tie
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # BatchNorm fusion (what Ultralytics does before inference/export)
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
+@pytest.mark.parametrize("fused", FORMS)
 @pytest.mark.parametrize("k", [0, 4])
 def test_bn_fusion_keeps_output(k, fused):
     pst = set_fused(randomize_(PST(96, 48, 128, n=2, k=k), 5).eval(), fused)
@@ -421,7 +445,7 @@ def test_bn_fusion_keeps_output(k, fused):
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Determinism
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
+@pytest.mark.parametrize("fused", FORMS)
 def test_eval_is_deterministic(fused):
     pst = set_fused(randomize_(PST(96, 48, 128, n=2, k=8), 6).eval(), fused)
     X, U = inputs(2, 96, 16, 16, c_up=48)
