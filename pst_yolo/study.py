@@ -283,7 +283,8 @@ def _train(recipe: Recipe, seed: int, budget: Budget, out: Path) -> tuple[Path, 
     if done.is_file():
         return last, json.loads(done.read_text())
     trainer = _authors_init_trainer() if recipe.init == "authors" else None
-    resumed = last.is_file() and torch_safe_load(str(last))[0].get("epoch", -1) != -1
+    ckpt = torch_safe_load(str(last))[0] if last.is_file() else {}
+    resumed = ckpt.get("epoch", -1) >= 0 and ckpt.get("optimizer") is not None  # else final (stripped) or none
     t0, c0 = time.time(), time.process_time()
     if resumed:
         LOGGER.info(f"study: resuming {recipe.name} seed {seed} from {last}")
@@ -291,6 +292,8 @@ def _train(recipe: Recipe, seed: int, budget: Budget, out: Path) -> tuple[Path, 
     elif not last.is_file():
         args = {**budget.train_args(), **recipe.train, "seed": seed, "project": str(run.parent), "name": run.name}
         YOLO(recipe.model).train(trainer=trainer, **args)
+    else:  # finished, but stopped before done.json was written: its time is unknown
+        t0, c0 = math.nan, math.nan
     facts = dict(train_s=time.time() - t0, train_cpu_s=time.process_time() - c0, resumed=int(resumed))
     done.write_text(json.dumps(facts))
     return last, facts
@@ -537,8 +540,8 @@ def write_report(csv_path: str | Path, md_path: str | Path, out: str | Path | No
     seeds = sorted({int(r["seed"]) for r in rows})
     envs = sorted({(r["commit"], r["torch"], r["ultralytics"], r["machine"]) for r in rows})
     trainings = {(r["recipe"], r["seed"]): (r["train_s"], r["train_cpu_s"]) for r in rows}
-    train_h = sum(t for t, _ in trainings.values()) / 3600
-    cpu_h = sum(c for _, c in trainings.values()) / 3600
+    train_h = sum(t for t, _ in trainings.values() if not math.isnan(t)) / 3600  # nan: time unknown
+    cpu_h = sum(c for _, c in trainings.values() if not math.isnan(c)) / 3600
     eval_h = sum(r["eval_s"] for r in rows) / 3600
     plot = plot_results(rows, md_path.with_suffix(".png"))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -103,3 +104,39 @@ def test_authors_init_changes_block_convs_only():
         assert not attn.gate.weight.any()  # the gate keeps its zero init
         w = attn.conv_q.conv.weight
         assert 0.015 < w.std() < 0.025 and w.abs().max() <= 0.04  # truncated normal, std 0.02, cut at 2 std
+
+
+@pytest.mark.slow
+def test_interrupted_study_resumes_training_and_adds_only_missing_rows(tmp_path, cli_env):
+    """Kill the runner right after an any-K training saves epoch 1 of 2; the same call resumes it and scores it."""
+    import subprocess
+    import sys
+
+    budget = dict(data="shapes", epochs=2, imgsz=64, batch=8, fraction=0.03, workers=0, extra={"warmup_epochs": 0})
+    code = f"""
+import os, sys
+from ultralytics.engine.trainer import BaseTrainer
+from pst_yolo import study
+if sys.argv[1] == "die":
+    save = BaseTrainer.save_model
+    BaseTrainer.save_model = lambda self: (save(self), os._exit(3))
+added = study.run_study(["pst-anyk"], [0], study.Budget(**{budget!r}), {str(tmp_path / 's.csv')!r}, {str(tmp_path)!r},
+                        topks=(0, 8))
+print("ADDED", added)
+"""
+    def runner(mode):
+        return subprocess.run([sys.executable, "-c", code, mode], cwd=tmp_path, env=cli_env, capture_output=True,
+                              text=True)
+
+    died = runner("die")
+    assert died.returncode == 3, died.stdout[-2000:] + died.stderr[-2000:]
+    assert not (tmp_path / "s.csv").exists()
+    done = runner("live")
+    assert done.returncode == 0 and "ADDED 2" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    run = next(tmp_path.glob("runs/*/pst-anyk/seed0"))
+    epochs = [int(float(r.split(",")[0])) for r in (run / "results.csv").read_text().splitlines()[1:]]
+    assert epochs == [1, 2]  # epoch 1 not redone
+    assert json.loads((run / "done.json").read_text())["resumed"] == 1
+    rows = study.read_rows(tmp_path / "s.csv")
+    assert [(r["recipe"], r["pst_topk"]) for r in rows] == [("pst-anyk", "0"), ("pst-anyk", "8")]
+    assert "ADDED 0" in runner("live").stdout  # nothing left to do
