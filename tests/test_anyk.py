@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 import yaml
+from _cli import run  # tests/_cli.py
 from ultralytics import YOLO
 
 from pst_yolo import PST, PSTAttention
@@ -169,3 +170,25 @@ def test_bad_pst_topk_train_stops_training_before_it_starts(tmp_path):
         YOLO("yolo11n-pst.yaml").train(data="shapes", epochs=1, imgsz=64, pst_topk_train=(0, -4),
                                        project=str(tmp_path), name="bad")
     assert not (tmp_path / "bad").exists()
+
+
+def test_cli_bad_pst_topk_train_is_one_line(cli_env, tmp_path):
+    out = run(["pst-yolo", "train", "model=yolo11n-pst.yaml", "data=shapes", "epochs=1", "pst_topk_train=0,4,-8",
+               f"project={tmp_path}", "name=bad"], tmp_path, cli_env, ok=False)
+    assert [ln for ln in out.splitlines() if ln.strip()] == [
+        "pst-yolo: pst_topk_train must be a non-negative integer or a list of them (e.g. 0,4,8,16), got (0, 4, -8)"
+    ]
+    assert not (tmp_path / "bad").exists()
+
+
+def test_stock_model_ignores_pst_topk_train():
+    from types import SimpleNamespace
+
+    from pst_yolo.hooks.topk import run_topk_train
+
+    stock = YOLO("yolo11n.yaml").model
+    assert run_topk_train(SimpleNamespace(pst_topk_train=[0, 8], model="yolo11n.yaml", seed=0), stock) is None
+    pst = YOLO("yolo11n-pst.yaml").model
+    assert run_topk_train(SimpleNamespace(pst_topk_train=[0, 8], model="m", seed=5), pst) == (0, 8)
+    assert {(m.topk_train, m.topk_train_seed) for m in pst.modules() if isinstance(m, PSTAttention)} == {((0, 8), 5)}
+    assert run_topk_train(SimpleNamespace(model="m", seed=5), pst) is None  # omitted: the model keeps its setting
