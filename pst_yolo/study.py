@@ -106,7 +106,7 @@ class Budget:
     """
 
     data: str = "shapes"
-    epochs: int = 80
+    epochs: int = 160
     imgsz: int = 160
     batch: int = 16
     fraction: float = 1.0

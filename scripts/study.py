@@ -32,30 +32,32 @@ HOW_TO_RUN = """
 ## How to run the study
 
 ```bash
-python scripts/study.py --recipes yolo11n --seeds 0   # pilot: the baseline's learning curve (its rows are reused)
+python scripts/study.py --recipes yolo11n --seeds 0   # pilot: the baseline's learning curve (its row is reused)
 python scripts/study.py                               # the full matrix: all recipes, seeds 0 1 2
 nohup python scripts/study.py > study.log 2>&1 &      # the same in the background; the same command resumes it
 python scripts/study.py --report-only                 # regenerate this page and its plots from docs/accuracy.csv
 ```
 
-Budget (the defaults): `--data shapes --epochs 80 --imgsz 160 --batch 16 --fraction 1.0` (all 512 train images,
+Budget (the defaults): `--data shapes --epochs 160 --imgsz 160 --batch 16 --fraction 1.0` (all 512 train images,
 `nbs` = batch), seeds 0 1 2, every recipe ({recipes}). PST models are validated at `pst_topk` 0, 4, 8, 16
 (yolo12n-pst at 0 and 8), stock models once. Each finished (recipe, seed, pst_topk) is appended to
 `docs/accuracy.csv` at once and never redone; weights and Ultralytics' run folders go to `runs/study` (`--out`); an
-interrupted training resumes from its `last.pt`.
-
-**Cost (estimate, not yet measured end to end).** The demo trains yolo11n-pst at imgsz 160, batch 16 for 40 epochs in
-8.2 min on 2 cores with validation (12 s per epoch); yolo11n's training step is about 1.25x faster than
-yolo11n-pst's (docs/benchmark.md), and a fine-attention step (K = 8) is assumed 1.3x a coarse one. Per seed, in
-yolo11n-trainings: yolo11n 1 + yolo12n ~1.2 + four coarse PST recipes and yolo12n-pst ~1.25 each + pst-k8 ~1.6 +
-pst-anyk ~1.4 = ~9.5, i.e. ~9.5 x 80 epochs x ~10 s = ~2.1 h per seed, **~6.5 h for 3 seeds on 2 otherwise idle
-cores (~13 CPU-hours)**, plus ~10 min of validation (60 val runs). On a shared machine it takes longer.
+interrupted training resumes from its `last.pt`. `--recipes` runs part of the matrix (same budget: the rows add up),
+e.g. the decisive cells first: `--recipes yolo11n pst-coarse pst-anyk`.
 
 **Plateau criterion.** The study only means something if the baseline has converged: yolo11n's val mAP50-95
 (Ultralytics, EMA, every epoch) averaged over the last fifth of the epochs must exceed the average over the fifth
-before it by less than 0.005 (half a point). The runner checks it for every run (the table above) and plots the
-curves ({curves}). Run the pilot first: if the baseline has not plateaued at 80 epochs, choose more epochs
-(`--epochs`; a new budget, whose rows are reported separately from the old one's) before starting the matrix.
+before it by less than 0.005 (half a point). The runner checks it for every run (the learning-curve table) and plots
+the curves ({curves}). Run the pilot first; if the baseline has not plateaued, raise `--epochs` (a new budget,
+whose rows are reported separately from the old one's) before starting the matrix.
+
+**Cost.** Measured by the pilot: yolo11n at this budget takes 21 s per epoch with its validation on this 2-core
+machine while shared with other jobs (CPU time of the training process: 15 s per epoch). Relative to yolo11n, a
+yolo11n-pst training step is ~1.25x (docs/benchmark.md); fine-attention steps (pst-k8, and pst-anyk on average) are
+assumed ~1.6x and ~1.4x, yolo12n ~1.2x (not measured). Per seed that is ~9.5 yolo11n-trainings: at 160 epochs
+~9.5 x 160 x 21 s = ~8.9 h, **~27 h of wall time for 3 seeds** at the pilot's pace (~19 h of CPU time of the
+training processes; less wall time on an idle machine), plus ~15 min of validation. The decisive cells (yolo11n,
+pst-coarse, pst-anyk; ~3.7 trainings per seed) take ~10 h for 3 seeds.
 """
 
 
