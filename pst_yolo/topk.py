@@ -1,4 +1,8 @@
-"""Fine attention switch: ``set_topk`` for library users; ``pst_topk=K`` on the CLI and in the YOLO API."""
+"""Fine attention switch: ``set_topk`` for library users; ``pst_topk=K`` on the CLI and in the YOLO API.
+
+Any-K training: ``set_topk_train`` (``pst_topk_train=0,4,8,16`` as a train argument) makes each training step run a K
+drawn from a set, so one model works at every K of the set at inference (where ``pst_topk`` chooses).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,20 @@ import torch.nn as nn
 from ultralytics.utils import LOGGER
 
 from .nn import PSTAttention
-from .nn.attention import check_topk
+from .nn.attention import PSTArgumentError, check_topk
 
-__all__ = ("attention_layers", "check_topk", "get_topk", "quiet_clamp_warnings", "set_topk")
+__all__ = (
+    "attention_layers",
+    "check_topk",
+    "check_topk_train",
+    "get_topk",
+    "get_topk_train",
+    "quiet_clamp_warnings",
+    "set_topk",
+    "set_topk_train",
+)
+
+TOPK_TRAIN_HELP = "a non-negative integer or a list of them (e.g. 0,4,8,16)"
 
 
 def attention_layers(model) -> list[PSTAttention]:
@@ -49,6 +64,81 @@ def set_topk(model, k: int, verbose: bool = True) -> int:
         else:
             LOGGER.warning(f"pst_topk={k} ignored: the {type(model).__name__} has no PST layer")
     return len(layers)
+
+
+def check_topk_train(ks) -> tuple[int, ...]:
+    """Return ``ks`` (a ``pst_topk_train`` value) as a sorted tuple of distinct Ks, or raise ``PSTArgumentError``.
+
+    Accepted: an integer, a list or tuple of integers, or a comma-separated string (``"0,4,8,16"``). Ultralytics'
+    command line turns ``pst_topk_train=0,4,8,16`` into a tuple and ``pst_topk_train=[0,4,8,16]`` into a list.
+
+    Examples:
+        >>> check_topk_train("16,0,4,8,8")
+        (0, 4, 8, 16)
+        >>> check_topk_train(8)
+        (8,)
+        >>> try:
+        ...     check_topk_train([0, -4])
+        ... except ValueError as e:
+        ...     print(e)
+        pst_topk_train must be a non-negative integer or a list of them (e.g. 0,4,8,16), got [0, -4]
+    """
+    values = ks
+    if isinstance(values, str):
+        parts = [p.strip() for p in values.strip().strip("[]()").split(",")]
+        values = [int(p) if p.isdigit() else p for p in parts]
+    elif not isinstance(values, (list, tuple)):
+        values = [values]
+    try:
+        if not values:
+            raise PSTArgumentError("empty")
+        return tuple(sorted({check_topk(k) for k in values}))
+    except PSTArgumentError:
+        raise PSTArgumentError(f"pst_topk_train must be {TOPK_TRAIN_HELP}, got {ks!r}") from None
+
+
+def set_topk_train(model, ks, seed: int = 0, verbose: bool = True) -> int:
+    """Any-K training: make every PST layer of ``model`` run a K drawn from ``ks`` in each training-mode forward.
+
+    One K is drawn per training step and shared by all layers (the draw is a function of ``seed`` and a step counter
+    that this call resets in every layer), so each step trains one configuration that inference can run, including
+    ``K = 0`` when ``ks`` holds it. Eval mode (validation, predict, export) is unaffected: it runs ``pst_topk``.
+
+    Args:
+        model (ultralytics.YOLO | nn.Module): A YOLO object, its ``.model``, or any module containing PST layers.
+        ks (int | Iterable[int] | str | None): The Ks to draw from (see :func:`check_topk_train`); None or ``()``
+            switches any-K training off (training then runs ``pst_topk``).
+        seed (int): Seed of the draws (the trainer passes its ``seed``).
+        verbose (bool): Log the set applied.
+
+    Returns:
+        The number of PST attention layers set.
+
+    Examples:
+        >>> from pst_yolo import PST
+        >>> set_topk_train(PST(256, 128, 64, n=2), "0,4,8,16", verbose=False)
+        2
+    """
+    ks = () if ks is None or (isinstance(ks, (list, tuple)) and not ks) else check_topk_train(ks)
+    layers = attention_layers(model)
+    for attn in layers:
+        attn.topk_train, attn.topk_train_seed, attn.topk_train_step = ks, int(seed), 0
+    if verbose and ks:
+        if layers:
+            LOGGER.info(f"PST: pst_topk_train={','.join(map(str, ks))} (any-K training: one K drawn per step, "
+                        f"seed {seed}, {len(layers)} layers)")
+        else:
+            LOGGER.warning(f"pst_topk_train={','.join(map(str, ks))} ignored: the {type(model).__name__} has no PST "
+                           "layer")
+    return len(layers)
+
+
+def get_topk_train(model) -> tuple[int, ...] | None:
+    """Return the any-K training set of the PST layers in ``model`` (``()`` = off), or None if it has none."""
+    values = {attn.topk_train for attn in attention_layers(model)}
+    if len(values) > 1:
+        raise ValueError(f"PST layers have different pst_topk_train values {sorted(values)}: call set_topk_train")
+    return values.pop() if values else None
 
 
 def get_topk(model) -> int | None:

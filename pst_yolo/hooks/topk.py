@@ -6,13 +6,19 @@ where each kind of run takes its model, every time it runs, so it holds for ever
 predictor and exporter whenever it was created (also before ``import pst_yolo``: unpickling a PST checkpoint imports
 the plugin). A model without PST layers is left alone; a ``pst_topk`` given to it gets one warning.
 
+``pst_topk_train`` (train only) is any-K training: each training step runs a K drawn from the given set (see
+:func:`pst_yolo.topk.set_topk_train`); validation, the saved checkpoints and every later run use ``pst_topk``. It is
+accepted and checked by the same ``check_dict_alignment`` hook and applied by the same ``BaseTrainer.setup_model``
+hook, seeded with the run's ``seed``; a run that does not pass it keeps the stock arguments.
+
 Hooks, and why no official extension point serves (Ultralytics' callbacks are copied into each object when it is
 created, so an object made before the plugin was imported never sees them, and no callback sees a standalone
 validation's model or a predictor's model before every run):
 
 - ``ultralytics.cfg.check_dict_alignment`` (looked up in its module by ``get_cfg`` and the CLI ``entrypoint``): accepts
-  ``pst_topk`` as a key of a full Ultralytics configuration and checks its value. The key is not added to Ultralytics'
-  defaults, so the arguments (and ``args.yaml``) of a run that does not pass it are exactly the stock ones.
+  ``pst_topk`` and ``pst_topk_train`` as keys of a full Ultralytics configuration and checks their values. The keys
+  are not added to Ultralytics' defaults, so the arguments (and ``args.yaml``) of a run that does not pass them are
+  exactly the stock ones.
 - ``Model.train``: an omitted ``pst_topk`` becomes the model's own value in the run's arguments: the trainer rebuilds
   the model from its YAML (dropping a value set on the model), and the arguments reach DDP workers and ``args.yaml``.
 - ``BaseTrainer.setup_model`` (first step of every training, in DDP workers too, before the EMA copy is made).
@@ -37,12 +43,22 @@ from pathlib import Path
 import torch.nn as nn
 from ultralytics.utils import DEFAULT_CFG_KEYS, LOGGER
 
-from ..topk import attention_layers, check_topk, get_topk, quiet_clamp_warnings, set_topk
+from ..topk import (
+    attention_layers,
+    check_topk,
+    check_topk_train,
+    get_topk,
+    quiet_clamp_warnings,
+    set_topk,
+    set_topk_train,
+)
 from ._common import install
 
-__all__ = ("TOPK_ARG", "export_model", "register", "run_topk")
+__all__ = ("TOPK_ARG", "TOPK_TRAIN_ARG", "export_model", "register", "run_topk", "run_topk_train")
 
 TOPK_ARG = "pst_topk"
+TOPK_TRAIN_ARG = "pst_topk_train"
+CHECKS = {TOPK_ARG: check_topk, TOPK_TRAIN_ARG: lambda ks: list(check_topk_train(ks))}  # a list: YAML-safe args
 
 
 def register() -> None:
@@ -96,6 +112,23 @@ def run_topk(args, model, own: int | None = None, verbose: bool = True) -> int |
     return get_topk(model)
 
 
+def run_topk_train(args, model) -> tuple[int, ...] | None:
+    """Apply the run's ``pst_topk_train`` (any-K training, seeded with ``args.seed``) to ``model`` if it is given.
+
+    Returns:
+        The Ks training draws from (``()``: off), or None if ``model`` has no PST layer or the argument is omitted.
+    """
+    given = getattr(args, TOPK_TRAIN_ARG, None)
+    if given is None:
+        return None
+    ks = check_topk_train(given)
+    if not (isinstance(model, nn.Module) and attention_layers(model)):
+        LOGGER.warning(f"{TOPK_TRAIN_ARG}={','.join(map(str, ks))} ignored: {_name(args, model)} has no PST layer")
+        return None
+    set_topk_train(model, ks, seed=getattr(args, "seed", 0) or 0)
+    return ks
+
+
 def _name(args, model) -> str:
     """How to name ``model`` in a message: its file, else its class."""
     return f"'{args.model}'" if getattr(args, "model", None) else f"the {type(model).__name__}"
@@ -114,18 +147,20 @@ def _warn_exported(args, name, metadata=None) -> None:
 # ------------------------------------------------------------------------------------------------------- arguments
 def _wrap_check_dict_alignment(check_dict_alignment):
     def check_dict_alignment_with_pst_topk(base, custom, e=None, allowed_custom_keys=None, *args, **kwargs):
-        """Ultralytics' key check, with ``pst_topk`` accepted (and its value checked) against a full configuration.
+        """Ultralytics' key check, with ``pst_topk`` and ``pst_topk_train`` accepted (values checked) against a full
+        configuration.
 
         ``base`` is Ultralytics' full configuration in every mode (``get_cfg`` and the CLI); the settings and
-        solutions commands check against other dictionaries, which keep rejecting the key.
+        solutions commands check against other dictionaries, which keep rejecting the keys.
         """
-        if TOPK_ARG in custom and TOPK_ARG not in base and DEFAULT_CFG_KEYS <= base.keys():
-            if custom[TOPK_ARG] is not None:
-                custom[TOPK_ARG] = check_topk(custom[TOPK_ARG])  # in place: the caller merges this dict
-            allowed = {"augmentations", "save_dir"} if allowed_custom_keys is None else allowed_custom_keys
-            allowed_custom_keys = {*allowed, TOPK_ARG}
-        elif custom.get(TOPK_ARG) is not None:  # a reused configuration that already has the key
-            custom[TOPK_ARG] = check_topk(custom[TOPK_ARG])
+        for key, check in CHECKS.items():
+            if key in custom and key not in base and DEFAULT_CFG_KEYS <= base.keys():
+                if custom[key] is not None:
+                    custom[key] = check(custom[key])  # in place: the caller merges this dict
+                allowed = {"augmentations", "save_dir"} if allowed_custom_keys is None else allowed_custom_keys
+                allowed_custom_keys = {*allowed, key}
+            elif custom.get(key) is not None:  # a reused configuration that already has the key
+                custom[key] = check(custom[key])
         return check_dict_alignment(base, custom, e, allowed_custom_keys, *args, **kwargs)
 
     return check_dict_alignment_with_pst_topk
@@ -152,9 +187,10 @@ def _wrap_model_train(train):
 
 def _wrap_trainer_setup_model(setup_model):
     def setup_model_with_pst_topk(self, *args, **kwargs):
-        """Build or load the model as usual, then apply ``pst_topk`` (before the EMA copy is made from it)."""
+        """Build or load the model as usual, then apply ``pst_topk`` and ``pst_topk_train`` (before the EMA copy)."""
         ckpt = setup_model(self, *args, **kwargs)
         run_topk(self.args, self.model)
+        run_topk_train(self.args, self.model)
         return ckpt
 
     return setup_model_with_pst_topk

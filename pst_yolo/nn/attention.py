@@ -32,6 +32,7 @@ the softmax. A ``topk`` larger than the number of coarse tokens therefore behave
 
 from __future__ import annotations
 
+import random
 from numbers import Integral
 
 import torch
@@ -106,6 +107,11 @@ class PSTAttention(nn.Module):
         pe (Conv): Depthwise 7x7 Conv-BN positional encoding of the coarse values.
         proj (Conv): 1x1 Conv-BN output projection.
 
+    Any-K training (``pst_yolo.topk.set_topk_train``, the ``pst_topk_train`` argument): while ``self.training`` and
+    ``topk_train`` is set, each forward runs a K drawn from ``topk_train`` instead of ``topk``. The draw depends only on
+    ``(topk_train_seed, topk_train_step)``, so every layer of a model draws the same K in a training step and a run is
+    reproducible under its seed. Eval mode (validation, predict, export) always runs ``topk``.
+
     Examples:
         >>> attn = PSTAttention(64, topk=4).eval()
         >>> x, u = torch.randn(2, 64, 20, 20), torch.randn(2, 64, 10, 10)
@@ -114,6 +120,10 @@ class PSTAttention(nn.Module):
     """
 
     portable = False  # class default: checkpoints pickled before the attribute existed load with it
+    # Any-K training state; class defaults, so checkpoints saved before it existed load unchanged.
+    topk_train: tuple[int, ...] = ()  # Ks drawn from in training mode; () = train with topk
+    topk_train_seed: int = 0
+    topk_train_step: int = 0  # training forwards so far
 
     def __init__(self, dim: int, num_heads: int | None = None, topk: int = 0):
         super().__init__()
@@ -167,8 +177,9 @@ class PSTAttention(nn.Module):
         k, v = kv.split(hd, dim=3)  # (B, nh, M, hd) each
         out = self._attend(q, k, v)  # (B, nh, N, hd)
 
-        if self.topk:
-            out_fine = self._fine(x, q, k, (Hc, Wc))  # (B, nh, N, hd)
+        topk = self._draw_topk() if self.training and self.topk_train else self.topk
+        if topk:
+            out_fine = self._fine(x, q, k, (Hc, Wc), topk)  # (B, nh, N, hd)
             if self.fused_attn and not self.portable:  # the grouped 1x1 gate as per-head matmuls: no concat/transposes
                 w = self.gate.weight.view(nh, hd, 2 * hd)  # (nh, hd out, [O_c | O_f] in)
                 g = out @ w[..., :hd].transpose(1, 2) + out_fine @ w[..., hd:].transpose(1, 2)  # (B, nh, N, hd)
@@ -182,6 +193,11 @@ class PSTAttention(nn.Module):
         v_map = v.transpose(2, 3).reshape(B, C, Hc, Wc)  # (B, C, Hc, Wc)
         pe = F.interpolate(self.pe(v_map), size=(H, W), mode="bilinear", align_corners=False)
         return self.proj(out + pe)
+
+    def _draw_topk(self) -> int:
+        """Any-K training: this step's K, a function of (seed, step) only (the same in every layer of the model)."""
+        step, self.topk_train_step = self.topk_train_step, self.topk_train_step + 1
+        return random.Random(f"{self.topk_train_seed}:{step}").choice(self.topk_train)
 
     def _attend(self, q, k, v, mask=None):
         """softmax(q kᵀ / √d + mask) v for (B, nh, N, hd) queries and (B, nh, T, hd) keys/values."""
@@ -197,13 +213,13 @@ class PSTAttention(nn.Module):
             attn = attn + mask
         return attn.softmax(dim=-1) @ v
 
-    def _fine(self, x, q, k, coarse_hw):
+    def _fine(self, x, q, k, coarse_hw, topk=None):
         """Fine attention over the 2x2 fine patches of the top-k coarse tokens; returns (B, nh, N, hd)."""
         if self.portable:
             return self._fine_portable(x, q, k, coarse_hw)
         B, C, H, W = x.shape
         Hc, Wc = coarse_hw
-        nh, hd, topk = self.num_heads, self.head_dim, self.topk
+        nh, hd, topk = self.num_heads, self.head_dim, self.topk if topk is None else topk
         M = Hc * Wc
         if not torch.jit.is_tracing() and topk > M:  # tracing: no tensor-to-bool
             if not self._warned_clamp:

@@ -1,0 +1,643 @@
+"""Accuracy study: does PST beat the stock YOLO, and at which fine-attention setting? (``scripts/study.py``)
+
+A matrix of training recipes (:data:`RECIPES`) is trained with several seeds under one budget (:class:`Budget`), each
+trained model is validated at several ``pst_topk`` values and scored with pycocotools (:func:`pst_yolo.coco.evaluate`),
+and each finished ``(recipe, seed, K)`` is appended to a CSV at once. A finished row is never redone, so the study can
+be interrupted and started again with the same command (an interrupted training resumes from its ``last.pt``). The
+report (:func:`write_report`: markdown tables with mean ± std over seeds, paired per-seed differences to the baseline,
+a plot against K and the baseline's learning curves with a plateau check) is generated from the CSV alone.
+
+The library lives in the package (not beside the script) because it is the reusable part: the same functions run the
+study on a user's own data (``data=coco`` on a GPU machine) and are unit-tested; the script only parses arguments.
+
+The models are scored on their final weights (``last.pt``, EMA), not ``best.pt``: best.pt is chosen on the very val
+split that is scored, by each recipe at its own ``pst_topk``, which would favour recipes by selection rather than by
+training.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch.nn as nn
+from ultralytics.utils import LOGGER
+
+from .coco import COCO_METRICS
+
+__all__ = (
+    "RECIPES",
+    "Budget",
+    "Recipe",
+    "StudyLock",
+    "init_authors",
+    "paired_differences",
+    "plateau",
+    "read_rows",
+    "run_study",
+    "summarize",
+    "write_report",
+)
+
+AUTHORS_INIT_STD = 0.02  # the authors' truncated-normal std for the convolutions of their PST block
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One cell of the matrix: a model and how it is trained.
+
+    Args:
+        name (str): Row label (also the run directory name).
+        model (str): Model YAML (by bare name).
+        train (dict): Extra training arguments of this recipe (``pst_topk``, ``pst_topk_train`` ...).
+        topks (tuple[int, ...] | None): ``pst_topk`` values it is validated at; None for a model without PST.
+        baseline (str | None): Recipe it is compared with, paired per seed (None: it is a baseline).
+        init (str): ``"default"`` (PyTorch's, this project's choice) or ``"authors"`` (:func:`init_authors`).
+        about (str): One line for the report.
+    """
+
+    name: str
+    model: str
+    train: dict = field(default_factory=dict)
+    topks: tuple[int, ...] | None = (0, 4, 8, 16)
+    baseline: str | None = "yolo11n"
+    init: str = "default"
+    about: str = ""
+
+
+RECIPES = {
+    r.name: r
+    for r in (
+        Recipe("yolo11n", "yolo11n.yaml", topks=None, baseline=None, about="stock YOLO11n (the baseline)"),
+        Recipe("pst-coarse", "yolo11n-pst.yaml", about="yolo11n-pst trained coarse-only (pst_topk=0)"),
+        Recipe("pst-k8", "yolo11n-pst.yaml", {"pst_topk": 8}, about="yolo11n-pst trained with fine attention, K=8"),
+        Recipe("pst-anyk", "yolo11n-pst.yaml", {"pst_topk_train": [0, 4, 8, 16]},
+               about="yolo11n-pst any-K training (pst_topk_train=0,4,8,16: one K per step), saved with pst_topk=0"),
+        Recipe("pst-coarse-authors-init", "yolo11n-pst.yaml", init="authors",
+               about="pst-coarse with the authors' init (block convs truncated normal, std 0.02)"),
+        Recipe("yolo12n", "yolo12n.yaml", topks=None, baseline=None,
+               about="stock YOLO12n (the baseline of the authors' layout)"),
+        Recipe("yolo12n-pst", "yolo12n-pst.yaml", topks=(0, 8), baseline="yolo12n",
+               about="the authors' layout (YOLO12 backbone + PST), trained coarse-only"),
+    )
+}
+
+
+@dataclass
+class Budget:
+    """The training and validation budget shared by every run of a study (part of each row's key).
+
+    Args:
+        data (str): Dataset name or data YAML (offline: ``shapes``).
+        epochs (int): Training epochs.
+        imgsz (int): Train and val image size.
+        batch (int): Batch size (``nbs`` = ``batch``: the loss is not rescaled for small batches).
+        fraction (float): Fraction of the train split used.
+        workers (int): Dataloader workers.
+        extra (dict): Further training arguments, the same for every recipe.
+    """
+
+    data: str = "shapes"
+    epochs: int = 160
+    imgsz: int = 160
+    batch: int = 16
+    fraction: float = 1.0
+    workers: int = 2
+    extra: dict = field(default_factory=dict)
+
+    def key(self) -> str:
+        """A short text naming the budget; rows are finished per budget.
+
+        Examples:
+            >>> Budget("shapes", 2, 64, 16, 0.1).key()
+            'shapes e2 i64 b16 f0.1'
+        """
+        extra = " ".join(f"{k}={v}" for k, v in sorted(self.extra.items()))
+        base = f"{self.data} e{self.epochs} i{self.imgsz} b{self.batch} f{self.fraction}"
+        return f"{base} {extra}" if extra else base
+
+    def train_args(self) -> dict:
+        """Ultralytics training arguments of this budget."""
+        return dict(data=self.data, epochs=self.epochs, imgsz=self.imgsz, batch=self.batch, nbs=self.batch,
+                    fraction=self.fraction, workers=self.workers, plots=False, exist_ok=True, verbose=False,
+                    **self.extra)
+
+
+# ---------------------------------------------------------------------------------------------------- the authors' init
+def init_authors(model: nn.Module, std: float = AUTHORS_INIT_STD) -> int:
+    """Initialise every convolution of every PST block as the authors do: truncated normal (std 0.02), zero bias.
+
+    The gate keeps this project's zero initialisation (the authors' gate is a different, shared layer with PyTorch's
+    default init, and an untrained gate should mix 50/50); BatchNorm layers are unchanged. Draws from torch's global
+    generator, so a trainer's seed makes it reproducible.
+
+    Args:
+        model (nn.Module): Any module containing PST blocks.
+        std (float): Standard deviation (values truncated at ±2 std).
+
+    Returns:
+        The number of convolutions initialised.
+
+    Examples:
+        >>> from pst_yolo import PST
+        >>> init_authors(PST(64, 64, 64, n=1))  # attention q, kv, pe, proj + two MLP convs
+        6
+    """
+    from .nn.block import PSTBlock
+
+    n = 0
+    for block in (m for m in model.modules() if isinstance(m, PSTBlock)):
+        gate = block.attn.gate
+        for conv in (m for m in block.modules() if isinstance(m, nn.Conv2d) and m is not gate):
+            nn.init.trunc_normal_(conv.weight, std=std, a=-2 * std, b=2 * std)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+            n += 1
+    return n
+
+
+def _authors_init_trainer():
+    """A DetectionTrainer whose freshly built model gets :func:`init_authors` (not when weights are loaded)."""
+    from ultralytics.models.yolo.detect import DetectionTrainer
+
+    class AuthorsInitTrainer(DetectionTrainer):
+        def get_model(self, cfg=None, weights=None, verbose=True):
+            model = super().get_model(cfg, weights, verbose)
+            if weights is None:
+                n = init_authors(model)
+                LOGGER.info(f"PST: authors' init (truncated normal, std {AUTHORS_INIT_STD}) of {n} block convolutions")
+            return model
+
+    return AuthorsInitTrainer
+
+
+# ------------------------------------------------------------------------------------------------------------ the CSV
+KEY = ("budget", "recipe", "seed", "pst_topk")
+COLUMNS = (*KEY, "model", *COCO_METRICS, "ul_mAP50-95", "ul_mAP50", "ms_per_image", "train_s", "train_cpu_s",
+           "eval_s", "resumed", "weights", "commit", "torch", "ultralytics", "machine", "finished")
+
+
+def _key(row: dict) -> tuple[str, ...]:
+    return tuple(str(row.get(k, "")) for k in KEY)
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """The rows of a study CSV (empty if it does not exist); numbers as floats, ``pst_topk`` '' for stock models."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for c in (*COCO_METRICS, "ul_mAP50-95", "ul_mAP50", "ms_per_image", "train_s", "train_cpu_s", "eval_s"):
+            r[c] = float(r[c]) if r.get(c) not in (None, "") else math.nan
+    return rows
+
+
+def _append_row(path: Path, row: dict) -> None:
+    """Append one row (header first if the file is new) and flush it to disk: an interruption loses no row."""
+    new = not path.is_file() or path.stat().st_size == 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow({c: row.get(c, "") for c in COLUMNS})
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class StudyLock:
+    """One runner per work directory: a second one (e.g. started twice in the background) stops with a clear error.
+
+    A lock left by a process that no longer exists (killed, machine rebooted) is taken over.
+    """
+
+    def __init__(self, out: Path):
+        self.path = Path(out) / "study.lock"
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_file():
+            pid = int(self.path.read_text().strip() or 0)
+            if pid and pid != os.getpid() and _alive(pid):
+                raise RuntimeError(
+                    f"another study runner (pid {pid}) works in {self.path.parent}; wait for it or stop it"
+                )
+        self.path.write_text(str(os.getpid()))
+        return self
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def environment() -> dict:
+    """Commit, versions and machine, recorded in every row."""
+    import torch
+    import ultralytics
+
+    try:
+        root = Path(__file__).resolve().parents[1]
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = f"{commit}{'+dirty' if dirty else ''}" if commit else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return dict(commit=commit, torch=torch.__version__, ultralytics=ultralytics.__version__,
+                machine=f"{socket.gethostname()}; {cpu}; {os.cpu_count()} CPUs; threads {torch.get_num_threads()}")
+
+
+# ------------------------------------------------------------------------------------------------------ running a cell
+def _train(recipe: Recipe, seed: int, budget: Budget, out: Path) -> tuple[Path, dict]:
+    """Train (or resume, or skip if finished) one recipe and seed; returns last.pt and timing facts."""
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import torch_safe_load
+
+    run = out / "runs" / budget.key().replace(" ", "_") / recipe.name / f"seed{seed}"
+    last, done = run / "weights" / "last.pt", run / "done.json"
+    if done.is_file():
+        return last, json.loads(done.read_text())
+    trainer = _authors_init_trainer() if recipe.init == "authors" else None
+    ckpt = torch_safe_load(str(last))[0] if last.is_file() else {}
+    resumed = ckpt.get("epoch", -1) >= 0 and ckpt.get("optimizer") is not None  # else final (stripped) or none
+    t0, c0 = time.time(), time.process_time()
+    if resumed:
+        LOGGER.info(f"study: resuming {recipe.name} seed {seed} from {last}")
+        YOLO(last).train(resume=True, trainer=trainer)
+    elif not last.is_file():
+        args = {**budget.train_args(), **recipe.train, "seed": seed, "project": str(run.parent), "name": run.name}
+        YOLO(recipe.model).train(trainer=trainer, **args)
+    else:  # finished, but stopped before done.json was written: its time is unknown
+        t0, c0 = math.nan, math.nan
+    facts = dict(train_s=time.time() - t0, train_cpu_s=time.process_time() - c0, resumed=int(resumed))
+    done.write_text(json.dumps(facts))
+    return last, facts
+
+
+def _cell_rows(recipe, seed, budget, out, missing, env, facts, weights) -> list[dict]:
+    """Validate ``weights`` at the ``missing`` pst_topk values and score them: one row each."""
+    from .coco import evaluate
+
+    rows = []
+    for k in missing:
+        t0 = time.time()
+        name = f"{recipe.name}_seed{seed}_k{'' if k is None else k}"
+        (r,) = evaluate(str(weights), budget.data, topks=(k,), imgsz=budget.imgsz, batch=32, plots=False,
+                        workers=budget.workers, project=str(out / "val"), name=name, exist_ok=True, verbose=False)
+        rows.append({**{m: r[m] for m in (*COCO_METRICS, "ul_mAP50-95", "ul_mAP50", "ms_per_image")}, **facts, **env,
+                     "budget": budget.key(), "recipe": recipe.name, "seed": seed, "model": recipe.model,
+                     "pst_topk": "" if k is None else k, "eval_s": round(time.time() - t0, 1), "weights": str(weights),
+                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return rows
+
+
+def run_study(recipes: list[str], seeds: list[int], budget: Budget, csv_path: str | Path, out: str | Path,
+              topks: tuple[int, ...] | None = None) -> int:
+    """Train and score every ``(recipe, seed)`` not yet finished; append each ``(recipe, seed, K)`` row at once.
+
+    Seeds are the outer loop, so an interrupted study has whole seeds of every recipe to report.
+
+    Args:
+        recipes (list[str]): Names from :data:`RECIPES`.
+        seeds (list[int]): Training seeds.
+        budget (Budget): The shared budget.
+        csv_path (str | Path): The study CSV (created, or appended to).
+        out (str | Path): Work directory for runs and validation outputs (weights live there).
+        topks (tuple[int, ...] | None): Override every PST recipe's ``pst_topk`` values.
+
+    Returns:
+        The number of rows added.
+    """
+    unknown = [r for r in recipes if r not in RECIPES]
+    if unknown:
+        raise ValueError(f"unknown recipe(s) {unknown}; valid: {', '.join(RECIPES)}")
+    csv_path, out = Path(csv_path), Path(out)
+    env, added = environment(), 0
+    with StudyLock(out):
+        for seed in seeds:
+            for name in recipes:
+                recipe = RECIPES[name]
+                ks = [None] if recipe.topks is None else list(topks or recipe.topks)
+                done = {_key(r) for r in read_rows(csv_path)}
+                missing = [k for k in ks if (budget.key(), name, str(seed), "" if k is None else str(k)) not in done]
+                if not missing:
+                    continue
+                LOGGER.info(f"study: {name} seed {seed} ({budget.key()}): pst_topk {missing}")
+                weights, facts = _train(recipe, seed, budget, out)
+                for row in _cell_rows(recipe, seed, budget, out, missing, env, facts, weights):
+                    _append_row(csv_path, row)
+                    added += 1
+    return added
+
+
+# ----------------------------------------------------------------------------------------------------------- analysis
+def _mean_std(values: list[float]) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (nan for one value) and count.
+
+    Examples:
+        >>> _mean_std([1.0, 2.0, 3.0])
+        (2.0, 1.0, 3)
+    """
+    n = len(values)
+    mean = sum(values) / n if n else math.nan
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan
+    return mean, std, n
+
+
+def _k(row) -> int | None:
+    return None if str(row["pst_topk"]) == "" else int(row["pst_topk"])
+
+
+def summarize(rows: list[dict], metric: str = "AP") -> dict[tuple[str, int | None], tuple[float, float, int]]:
+    """``{(recipe, pst_topk): (mean, std, seeds)}`` of ``metric`` over seeds."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["recipe"], _k(r)), []).append(r[metric])
+    return {g: _mean_std(v) for g, v in groups.items()}
+
+
+def paired_differences(rows: list[dict], a: tuple[str, int | None], b: tuple[str, int | None],
+                       metric: str = "AP") -> tuple[float, float, int, int]:
+    """Per-seed differences ``a - b`` of ``metric``: (mean, std, seeds paired, seeds where a > b).
+
+    Examples:
+        >>> rows = [{"recipe": r, "pst_topk": k, "seed": s, "AP": v} for r, k, s, v in
+        ...         [("x", 8, 0, 0.5), ("x", 8, 1, 0.6), ("b", "", 0, 0.4), ("b", "", 1, 0.62)]]
+        >>> mean, std, n, wins = paired_differences(rows, ("x", 8), ("b", None))
+        >>> round(mean, 3), n, wins
+        (0.04, 2, 1)
+    """
+    by = {}
+    for r in rows:
+        by[(r["recipe"], _k(r), str(r["seed"]))] = r[metric]
+    seeds = sorted({s for (n, k, s) in by if (n, k) == a} & {s for (n, k, s) in by if (n, k) == b})
+    diffs = [by[(*a, s)] - by[(*b, s)] for s in seeds]
+    mean, std, n = _mean_std(diffs)
+    return mean, std, n, sum(d > 0 for d in diffs)
+
+
+def plateau(curve: list[float], window: int | None = None, tol: float = 0.005) -> tuple[bool, float, int]:
+    """The plateau criterion of a learning curve (val mAP50-95 per epoch).
+
+    The mean of the last ``window`` epochs (default: a fifth of the epochs, at least 3) exceeds the mean of the
+    ``window`` epochs before it by less than ``tol`` (0.005 = half a point of mAP50-95).
+
+    Returns:
+        (plateaued, gain of the last window, window).
+
+    Examples:
+        >>> ok, gain, window = plateau([0.1, 0.2, 0.3, 0.35, 0.38, 0.40, 0.401, 0.402, 0.402, 0.403])
+        >>> ok, round(gain, 4), window
+        (False, 0.0087, 3)
+        >>> plateau([0.3, 0.35, 0.38, 0.40, 0.401, 0.402, 0.402, 0.403, 0.403, 0.404])[0]
+        True
+    """
+    window = window or max(3, len(curve) // 5)
+    if len(curve) < 2 * window:
+        return False, math.nan, window
+    gain = sum(curve[-window:]) / window - sum(curve[-2 * window : -window]) / window
+    return gain < tol, gain, window
+
+
+def learning_curves(out: str | Path, budget_key: str) -> dict[str, dict[int, list[float]]]:
+    """``{recipe: {seed: val mAP50-95 per epoch}}`` from the runs' Ultralytics results.csv (finished or not)."""
+    curves = {}
+    root = Path(out) / "runs" / budget_key.replace(" ", "_")
+    for results in sorted(root.glob("*/seed*/results.csv")):
+        with open(results, newline="", encoding="utf-8") as f:
+            values = [float(r["metrics/mAP50-95(B)"]) for r in csv.DictReader(f) if r.get("metrics/mAP50-95(B)")]
+        curves.setdefault(results.parent.parent.name, {})[int(results.parent.name[4:])] = values
+    return curves
+
+
+# ------------------------------------------------------------------------------------------------------------- report
+def _fmt(mean: float, std: float, n: int = 0, signed: bool = False) -> str:
+    if math.isnan(mean):
+        return "–"
+    d = 4 if signed else 3  # differences: one more digit
+    return f"{mean:{'+' if signed else ''}.{d}f}" + (f" ± {std:.{d}f}" if not math.isnan(std) else "")
+
+
+def _baseline_k(rows, recipe: Recipe, k):
+    """The baseline cell a PST cell is paired with: the stock baseline, or the same K of a PST baseline."""
+    base = RECIPES.get(recipe.baseline)
+    return None if base is None or base.topks is None else k
+
+
+def plot_results(rows: list[dict], path: Path) -> Path:
+    """mAP50-95 and APs against ``pst_topk``, one line per recipe (error bars: std over seeds); stock as bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    recipes = [r for r in RECIPES if any(row["recipe"] == r for row in rows)]
+    for ax, metric, title in zip(axes, ("AP", "APs"), ("mAP50-95 (pycocotools)", "AP small objects")):
+        stats = summarize(rows, metric)
+        for i, name in enumerate(recipes):
+            color = f"C{i}"
+            cells = sorted((k, v) for (r, k), v in stats.items() if r == name and k is not None)
+            if cells:
+                ks, vals = zip(*cells)
+                ax.errorbar(ks, [v[0] for v in vals], yerr=[0 if math.isnan(v[1]) else v[1] for v in vals],
+                            marker="o", capsize=3, color=color, label=name)
+            elif (name, None) in stats:
+                mean, std, _ = stats[(name, None)]
+                ax.axhline(mean, color=color, ls="--", label=f"{name} (no PST)")
+                if not math.isnan(std):
+                    ax.axhspan(mean - std, mean + std, color=color, alpha=0.12)
+        ax.set_xlabel("pst_topk at validation (0 = coarse only)")
+        ax.set_xticks(sorted({_k(r) for r in rows if _k(r) is not None}) or [0])
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_curves(curves: dict[str, dict[int, list[float]]], path: Path) -> Path:
+    """Val mAP50-95 per epoch of each recipe: mean over seeds, band = min..max."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, (name, by_seed) in enumerate(sorted(curves.items())):
+        runs = list(by_seed.values())
+        n = min(len(c) for c in runs)
+        if not n:
+            continue
+        cols = [[c[e] for c in runs] for e in range(n)]
+        epochs = range(1, n + 1)
+        ax.plot(epochs, [sum(c) / len(c) for c in cols], color=f"C{i}", label=f"{name} ({len(runs)} seeds)",
+                lw=2.5 if RECIPES.get(name, Recipe("", "")).baseline is None else 1.2)
+        ax.fill_between(epochs, [min(c) for c in cols], [max(c) for c in cols], color=f"C{i}", alpha=0.12)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val mAP50-95 (Ultralytics, EMA)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(csv_path: str | Path, md_path: str | Path, out: str | Path | None = None, budget: str | None = None,
+                 banner: str = "", how_to_run: str = "") -> Path:
+    """Generate the markdown report, the plot against K and (with ``out``) the learning-curve plot from the CSV.
+
+    Args:
+        csv_path (str | Path): The study CSV.
+        md_path (str | Path): Markdown to write; the plots are written next to it (``<stem>.png``,
+            ``<stem>_curves.png``).
+        out (str | Path | None): The work directory holding the runs (for learning curves); None skips them.
+        budget (str | None): Budget key to report; default: the budget of most rows (others are listed, not mixed).
+        banner (str): A note printed first (e.g. that this is a smoke run of the pipeline).
+        how_to_run (str): Markdown appended at the end (the command of the full study and its cost).
+
+    Returns:
+        The markdown path.
+    """
+    csv_path, md_path = Path(csv_path), Path(md_path)
+    all_rows = read_rows(csv_path)
+    if not all_rows:
+        raise ValueError(f"{csv_path} has no rows: run the study first")
+    budgets = {}
+    for r in all_rows:
+        budgets[r["budget"]] = budgets.get(r["budget"], 0) + 1
+    budget = budget or max(budgets, key=budgets.get)
+    rows = [r for r in all_rows if r["budget"] == budget]
+    seeds = sorted({int(r["seed"]) for r in rows})
+    envs = sorted({(r["commit"], r["torch"], r["ultralytics"], r["machine"]) for r in rows})
+    trainings = {(r["recipe"], r["seed"]): (r["train_s"], r["train_cpu_s"]) for r in rows}
+    train_h = sum(t for t, _ in trainings.values() if not math.isnan(t)) / 3600  # nan: time unknown
+    cpu_h = sum(c for _, c in trainings.values() if not math.isnan(c)) / 3600
+    eval_h = sum(r["eval_s"] for r in rows) / 3600
+    plot = plot_results(rows, md_path.with_suffix(".png"))
+
+    lines = ["# Accuracy: does PST help?", ""]
+    if banner:
+        lines += [f"> **{banner}**", ""]
+    lines += [
+        f"Generated by `scripts/study.py` from [`{csv_path.name}`]({csv_path.name}) ({len(rows)} rows: "
+        f"{len(trainings)} trainings, seeds {', '.join(map(str, seeds))}). Budget: `{budget}` "
+        "(data, epochs, imgsz, batch, train fraction). Scores: pycocotools on the val split, each model's final "
+        "weights (last.pt, EMA); AP = mAP50-95, AR = AR100.",
+        "",
+        f"Time: {train_h:.2f} h of training wall time ({cpu_h:.2f} h CPU time of the training process), "
+        f"{eval_h:.2f} h of validation.",
+    ]
+    for commit, tv, uv, machine in envs:
+        lines.append(f"Run with commit `{commit}`, torch {tv}, ultralytics {uv}, on {machine}.")
+    others = [b for b in budgets if b != budget]
+    if others:
+        lines.append(f"Rows of other budgets in the CSV, not reported here: {', '.join(f'`{b}`' for b in others)}.")
+
+    lines += ["", "## Results (mean ± std over seeds)", "",
+              "| recipe | pst_topk | seeds | AP | AP50 | AP75 | APs | APm | APl | AR100 |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    stats = {m: summarize(rows, m) for m in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")}
+    cells = sorted(stats["AP"], key=lambda c: (list(RECIPES).index(c[0]) if c[0] in RECIPES else 99, c[1] or 0))
+    for name, k in cells:
+        n = stats["AP"][(name, k)][2]
+        vals = " | ".join(_fmt(*stats[m][(name, k)]) for m in stats)
+        lines.append(f"| {name} | {'–' if k is None else k} | {n} | {vals} |")
+
+    lines += ["", "## Paired per-seed difference to the baseline", "",
+              "Each seed's PST model minus the baseline trained with the same seed (mean ± std over seeds; "
+              "wins = seeds where PST is higher).", "",
+              "| recipe | pst_topk | baseline | Δ AP | Δ APs | seeds (wins, AP) |", "|---|---:|---|---:|---:|---:|"]
+    for name, k in cells:
+        recipe = RECIPES.get(name)
+        if recipe is None or recipe.baseline is None:
+            continue
+        base = (recipe.baseline, _baseline_k(rows, recipe, k))
+        d_ap = paired_differences(rows, (name, k), base, "AP")
+        d_aps = paired_differences(rows, (name, k), base, "APs")
+        if d_ap[2]:
+            lines.append(f"| {name} | {'–' if k is None else k} | {base[0]} | {_fmt(*d_ap[:2], signed=True)} | "
+                         f"{_fmt(*d_aps[:2], signed=True)} | {d_ap[2]} ({d_ap[3]}) |")
+
+    lines += _anyk_section(rows)
+    if out is not None:
+        lines += _curves_section(out, budget, md_path)
+    lines += ["", f"![mAP50-95 and APs against pst_topk]({plot.name})", ""]
+    if how_to_run:
+        lines += [how_to_run.strip(), ""]
+    md_path.write_text("\n".join(lines), encoding="utf-8")
+    return md_path
+
+
+def _anyk_section(rows: list[dict]) -> list[str]:
+    """Does every K work after any-K training? Each K against K = 0 minus one std; its best K, paired."""
+    ap = summarize(rows, "AP")
+    ks = sorted(k for (r, k) in ap if r == "pst-anyk" and k is not None)
+    if 0 not in ks:
+        return []
+    m0, s0, _ = ap[("pst-anyk", 0)]
+    floor = m0 - (0 if math.isnan(s0) else s0)
+    lines = ["", "## Any-K training: does every K work?", "",
+             f"pst-anyk at K = 0: AP {_fmt(m0, s0)}; criterion: AP at each K ≥ {floor:.3f} (its K = 0 value minus "
+             "one std).", "", "| pst_topk | AP | ≥ criterion | Δ vs own K = 0 (paired) |", "|---:|---:|---|---:|"]
+    for k in ks:
+        m, s, _ = ap[("pst-anyk", k)]
+        d = paired_differences(rows, ("pst-anyk", k), ("pst-anyk", 0))
+        lines.append(f"| {k} | {_fmt(m, s)} | {'yes' if m >= floor else 'no'} | {_fmt(*d[:2], signed=True)} |")
+    best = max(ks, key=lambda k: ap[("pst-anyk", k)][0])
+    lines += ["", f"Best K of pst-anyk: {best}. Paired per seed (Δ AP, mean ± std, seeds):", ""]
+    for other in dict.fromkeys((("yolo11n", None), ("pst-coarse", 0), ("pst-coarse", best))):
+        d = paired_differences(rows, ("pst-anyk", best), other)
+        if d[2]:
+            label = other[0] + ("" if other[1] is None else f" at K = {other[1]}")
+            lines.append(f"- vs {label}: {_fmt(*d[:2], signed=True)} ({d[2]} seeds, higher in {d[3]})")
+    return lines
+
+
+def _curves_section(out, budget: str, md_path: Path) -> list[str]:
+    curves = learning_curves(out, budget)
+    if not curves:
+        return []
+    plot = plot_curves(curves, md_path.with_name(f"{md_path.stem}_curves.png"))
+    lines = ["", "## Learning curves and the plateau criterion", "",
+             "Criterion: the baseline's val mAP50-95 (Ultralytics, per epoch) averaged over the last fifth of the "
+             "epochs (at least 3) exceeds the average of the fifth before it by less than 0.005.", "",
+             "| recipe | seed | epochs | final mAP50-95 | gain of the last window | plateaued |",
+             "|---|---:|---:|---:|---:|---|"]
+    for name, runs in sorted(curves.items(), key=lambda kv: RECIPES.get(kv[0], Recipe("", "")).baseline is not None):
+        for seed, curve in sorted(runs.items()):
+            ok, gain, window = plateau(curve)
+            g = "–" if math.isnan(gain) else f"{gain:+.4f} ({window} epochs)"
+            lines.append(f"| {name} | {seed} | {len(curve)} | {curve[-1] if curve else math.nan:.3f} | {g} | "
+                         f"{'yes' if ok else 'no'} |")
+    lines += ["", f"![val mAP50-95 per epoch]({plot.name})"]
+    return lines

@@ -1,0 +1,133 @@
+#!/usr/bin/env python
+"""Accuracy study of PST against YOLO11/YOLO12: train a matrix of recipes x seeds, score every pst_topk, report.
+
+Resumable and safe in the background: every finished (recipe, seed, pst_topk) is a CSV row at once and is never
+redone; run the same command again after an interruption (an interrupted training resumes from its last.pt). A second
+runner on the same --out stops with an error. The report (markdown, plot against K, learning curves) is generated
+from the CSV; --report-only regenerates it without training. The library is pst_yolo/study.py.
+
+Examples:
+    python scripts/study.py                                        # the full study (see docs/accuracy.md for cost)
+    nohup python scripts/study.py > study.log 2>&1 &               # the same, in the background; rerun to resume
+    python scripts/study.py --report-only                          # regenerate docs/accuracy.md from the CSV
+    python scripts/study.py --seeds 0 --epochs 1 --imgsz 64 --fraction 0.03 --csv docs/accuracy_smoke.csv \\
+        --report docs/accuracy_smoke.md --banner "Smoke run of the pipeline, not results"
+    python scripts/study.py --recipes yolo11n pst-anyk --seeds 0 1 2 close_mosaic=5   # key=value: more train args
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+HOW_TO_RUN = """
+## How to run the study
+
+```bash
+python scripts/study.py --recipes yolo11n --seeds 0   # pilot: the baseline's learning curve (its row is reused)
+python scripts/study.py                               # the full matrix: all recipes, seeds 0 1 2
+nohup python scripts/study.py > study.log 2>&1 &      # the same in the background; the same command resumes it
+python scripts/study.py --report-only                 # regenerate this page and its plots from docs/accuracy.csv
+```
+
+Budget (the defaults): `--data shapes --epochs 160 --imgsz 160 --batch 16 --fraction 1.0` (all 512 train images,
+`nbs` = batch), seeds 0 1 2, every recipe ({recipes}). PST models are validated at `pst_topk` 0, 4, 8, 16
+(yolo12n-pst at 0 and 8), stock models once. Each finished (recipe, seed, pst_topk) is appended to
+`docs/accuracy.csv` at once and never redone; weights and Ultralytics' run folders go to `runs/study` (`--out`); an
+interrupted training resumes from its `last.pt`. `--recipes` runs part of the matrix (same budget: the rows add up),
+e.g. the decisive cells first: `--recipes yolo11n pst-coarse pst-anyk`.
+
+**Plateau criterion.** The study only means something if the baseline has converged: yolo11n's val mAP50-95
+(Ultralytics, EMA, every epoch) averaged over the last fifth of the epochs must exceed the average over the fifth
+before it by less than 0.005 (half a point). The runner checks it for every run (the learning-curve table) and plots
+the curves ({curves}). Run the pilot first; if the baseline has not plateaued, raise `--epochs` (a new budget,
+whose rows are reported separately from the old one's) before starting the matrix.
+
+**Cost.** Measured by the pilot: yolo11n at this budget takes 21 s per epoch with its validation on this 2-core
+machine while shared with other jobs (CPU time of the training process: 15 s per epoch). Relative to yolo11n, a
+yolo11n-pst training step is ~1.25x (docs/benchmark.md); fine-attention steps (pst-k8, and pst-anyk on average) are
+assumed ~1.6x and ~1.4x, yolo12n ~1.2x (not measured). Per seed that is ~9.5 yolo11n-trainings: at 160 epochs
+~9.5 x 160 x 21 s = ~8.9 h, **~27 h of wall time for 3 seeds** at the pilot's pace (~19 h of CPU time of the
+training processes; less wall time on an idle machine), plus ~15 min of validation. The decisive cells (yolo11n,
+pst-coarse, pst-anyk; ~3.7 trainings per seed) take ~10 h for 3 seeds.
+"""
+
+
+def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
+    from pst_yolo.study import RECIPES, Budget
+
+    d = Budget()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES), metavar="RECIPE",
+                   help=f"recipes to run (default: all): {', '.join(RECIPES)}")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--data", default=d.data, help="dataset name (datasets.yaml) or data YAML")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--imgsz", type=int, default=d.imgsz)
+    p.add_argument("--batch", type=int, default=d.batch, help="batch size (nbs is set to the same)")
+    p.add_argument("--fraction", type=float, default=d.fraction, help="fraction of the train split")
+    p.add_argument("--workers", type=int, default=d.workers)
+    p.add_argument("--topks", nargs="+", type=int, default=None, help="pst_topk values (default: each recipe's)")
+    p.add_argument("--csv", default=str(ROOT / "docs" / "accuracy.csv"), help="the study CSV (appended to)")
+    p.add_argument("--report", default=str(ROOT / "docs" / "accuracy.md"), help="markdown report (plots beside it)")
+    p.add_argument("--out", default=str(ROOT / "runs" / "study"), help="work directory: runs, weights, val outputs")
+    p.add_argument("--report-only", action="store_true", help="only regenerate the report from the CSV")
+    p.add_argument("--banner", default="", help="a note at the top of the report (e.g. 'smoke run')")
+    args, rest = p.parse_known_args(argv)
+    extra = {}
+    for item in rest:
+        key, sep, value = item.partition("=")
+        if not sep or not key or key.startswith("-"):
+            p.error(f"unrecognized argument {item!r}: extra training arguments are written key=value")
+        extra[key] = yaml.safe_load(value)
+    return args, extra
+
+
+def how_to_run(report: Path) -> str:
+    """The static 'how to run' section of the report."""
+    from pst_yolo.study import RECIPES
+
+    return HOW_TO_RUN.format(recipes=", ".join(RECIPES), curves=f"`{report.stem}_curves.png`")
+
+
+def main(argv=None) -> int:
+    args, extra = parse_args(argv)
+    from pst_yolo.study import Budget, environment, run_study, write_report
+
+    csv_path, report = Path(args.csv), Path(args.report)
+    log = csv_path.with_suffix(".log.jsonl")  # one line per invocation: command, commit, versions, wall time
+    budget = Budget(args.data, args.epochs, args.imgsz, args.batch, args.fraction, args.workers, extra)
+    if not args.report_only:
+        t0, command = time.time(), shlex.join([Path(sys.argv[0]).name if argv is None else "study.py",
+                                                *(sys.argv[1:] if argv is None else argv)])
+        added = run_study(args.recipes, args.seeds, budget, csv_path, args.out, tuple(args.topks or ()) or None)
+        entry = {"command": f"python scripts/{command}", "budget": budget.key(), "rows_added": added,
+                 "wall_s": round(time.time() - t0, 1), "ended": time.strftime("%Y-%m-%dT%H:%M:%S"), **environment()}
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
+        print(f"study: {added} rows added to {csv_path} in {entry['wall_s']:.0f} s")
+    commands = []
+    if log.is_file():
+        commands = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    runs_md = "\n".join(
+        ["## Invocations", "", "| command | rows added | wall time | commit | ended |", "|---|---:|---:|---|---|"]
+        + [f"| `{c['command']}` | {c['rows_added']} | {c['wall_s'] / 60:.1f} min | {c['commit']} | {c['ended']} |"
+           for c in commands if "command" in c]
+    )
+    write_report(csv_path, report, out=args.out, budget=None if args.report_only else budget.key(),
+                 banner=args.banner, how_to_run=runs_md + "\n" + how_to_run(report))
+    print(f"study: report {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

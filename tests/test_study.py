@@ -1,0 +1,142 @@
+"""The accuracy-study library: resumable CSV, paired statistics, plateau check, report; the authors' init option."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from pst_yolo import PST, PSTAttention, study
+from pst_yolo.coco import COCO_METRICS
+
+
+def fake_row(recipe, seed, k, ap, aps=0.1, budget="shapes e1 i64 b8 f0.1"):
+    return {"budget": budget, "recipe": recipe, "seed": seed, "pst_topk": "" if k is None else k, "model": "m.yaml",
+            **dict.fromkeys(COCO_METRICS, 0.2), "AP": ap, "APs": aps, "train_s": 10.0, "train_cpu_s": 20.0,
+            "eval_s": 1.0, "commit": "abc", "torch": "t", "ultralytics": "u", "machine": "here"}
+
+
+def test_rows_append_and_read_back(tmp_path):
+    path = tmp_path / "s.csv"
+    study._append_row(path, fake_row("pst-anyk", 0, 8, 0.5))
+    study._append_row(path, fake_row("yolo11n", 0, None, 0.4))
+    rows = study.read_rows(path)
+    assert [study._key(r) for r in rows] == [("shapes e1 i64 b8 f0.1", "pst-anyk", "0", "8"),
+                                            ("shapes e1 i64 b8 f0.1", "yolo11n", "0", "")]
+    assert rows[0]["AP"] == 0.5 and math.isnan(rows[1]["ms_per_image"])
+    assert path.read_text().count("budget,recipe") == 1  # one header
+
+
+def test_run_study_never_redoes_a_finished_row(tmp_path, monkeypatch):
+    """Rows already in the CSV are skipped; only missing (recipe, seed, K) cells train and validate."""
+    budget = study.Budget("shapes", 1, 64, 8, 0.1)
+    csv_path = tmp_path / "s.csv"
+    for k in (0, 4):
+        study._append_row(csv_path, fake_row("pst-coarse", 0, k, 0.3, budget=budget.key()))
+    trained, scored = [], []
+    monkeypatch.setattr(study, "_train", lambda r, s, b, out: (trained.append((r.name, s)) or "w.pt", {}))
+
+    def cell_rows(recipe, seed, budget, out, missing, env, facts, weights):
+        scored.append((recipe.name, seed, missing))
+        return [fake_row(recipe.name, seed, k, 0.3, budget=budget.key()) for k in missing]
+
+    monkeypatch.setattr(study, "_cell_rows", cell_rows)
+    assert study.run_study(["pst-coarse", "yolo11n"], [0], budget, csv_path, tmp_path / "out") == 3
+    assert scored == [("pst-coarse", 0, [8, 16]), ("yolo11n", 0, [None])]
+    trained.clear()
+    assert study.run_study(["pst-coarse", "yolo11n"], [0], budget, csv_path, tmp_path / "out") == 0  # all done
+    assert trained == []
+    with pytest.raises(ValueError, match="unknown recipe"):
+        study.run_study(["nope"], [0], budget, csv_path, tmp_path / "out")
+
+
+def test_lock_refuses_a_second_live_runner(tmp_path):
+    (tmp_path / "study.lock").write_text("1")  # pid 1 is alive
+    with pytest.raises(RuntimeError, match="another study runner"):
+        with study.StudyLock(tmp_path):
+            pass
+    (tmp_path / "study.lock").write_text("999999999")  # a dead pid: taken over
+    with study.StudyLock(tmp_path):
+        assert (tmp_path / "study.lock").read_text().strip().isdigit()
+    assert not (tmp_path / "study.lock").exists()
+
+
+def test_paired_statistics_and_report(tmp_path):
+    rows = []
+    for seed, base in enumerate((0.40, 0.42, 0.44)):
+        rows.append(fake_row("yolo11n", seed, None, base))
+        for k, gain in ((0, 0.01), (8, 0.03)):
+            rows.append(fake_row("pst-anyk", seed, k, base + gain + 0.001 * seed))
+            rows.append(fake_row("pst-coarse", seed, k, base))
+    mean, std, n = study.summarize(rows)[("pst-anyk", 8)]
+    assert n == 3 and mean == pytest.approx(0.451) and std == pytest.approx(0.021)
+    d = study.paired_differences(rows, ("pst-anyk", 8), ("yolo11n", None))
+    assert d[0] == pytest.approx(0.031) and d[1] == pytest.approx(0.001) and d[2:] == (3, 3)
+    csv_path = tmp_path / "acc.csv"
+    for r in rows:
+        study._append_row(csv_path, r)
+    md = study.write_report(csv_path, tmp_path / "acc.md", banner="test", how_to_run="## Run\nthis")
+    text = md.read_text()
+    assert "| pst-anyk | 8 | 3 | 0.451 ± 0.021 |" in text
+    assert "| pst-anyk | 8 | yolo11n | +0.0310 ± 0.0010 |" in text  # paired per seed, not difference of means
+    assert "Best K of pst-anyk: 8" in text and "| 8 | 0.451 ± 0.021 | yes |" in text
+    assert (tmp_path / "acc.png").stat().st_size > 10_000
+
+
+def test_plateau():
+    rising = [i / 100 for i in range(30)]
+    assert not study.plateau(rising)[0]
+    flat = rising[:15] + [0.15 + 0.0001 * i for i in range(15)]
+    assert study.plateau(flat)[0]
+    assert not study.plateau([0.1, 0.2])[0]  # too short to tell
+
+
+def test_authors_init_changes_block_convs_only():
+    torch.manual_seed(0)
+    pst = PST(128, 64, 64, n=2)
+    before = {n: p.clone() for n, p in pst.named_parameters()}
+    assert study.init_authors(pst) == 12  # 6 convs per block (q, kv, pe, proj, 2 MLP), gate excluded
+    changed = {n for n, p in pst.named_parameters() if not torch.equal(p, before[n])}
+    assert changed == {n for n in before if n.startswith("m.") and n.endswith("conv.weight")}
+    for attn in (m for m in pst.modules() if isinstance(m, PSTAttention)):
+        assert not attn.gate.weight.any()  # the gate keeps its zero init
+        w = attn.conv_q.conv.weight
+        assert 0.015 < w.std() < 0.025 and w.abs().max() <= 0.04  # truncated normal, std 0.02, cut at 2 std
+
+
+@pytest.mark.slow
+def test_interrupted_study_resumes_training_and_adds_only_missing_rows(tmp_path, cli_env):
+    """Kill the runner right after an any-K training saves epoch 1 of 2; the same call resumes it and scores it."""
+    import subprocess
+    import sys
+
+    budget = dict(data="shapes", epochs=2, imgsz=64, batch=8, fraction=0.03, workers=0, extra={"warmup_epochs": 0})
+    code = f"""
+import os, sys
+from ultralytics.engine.trainer import BaseTrainer
+from pst_yolo import study
+if sys.argv[1] == "die":
+    save = BaseTrainer.save_model
+    BaseTrainer.save_model = lambda self: (save(self), os._exit(3))
+added = study.run_study(["pst-anyk"], [0], study.Budget(**{budget!r}), {str(tmp_path / 's.csv')!r}, {str(tmp_path)!r},
+                        topks=(0, 8))
+print("ADDED", added)
+"""
+    def runner(mode):
+        return subprocess.run([sys.executable, "-c", code, mode], cwd=tmp_path, env=cli_env, capture_output=True,
+                              text=True)
+
+    died = runner("die")
+    assert died.returncode == 3, died.stdout[-2000:] + died.stderr[-2000:]
+    assert not (tmp_path / "s.csv").exists()
+    done = runner("live")
+    assert done.returncode == 0 and "ADDED 2" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    run = next(tmp_path.glob("runs/*/pst-anyk/seed0"))
+    epochs = [int(float(r.split(",")[0])) for r in (run / "results.csv").read_text().splitlines()[1:]]
+    assert epochs == [1, 2]  # epoch 1 not redone
+    assert json.loads((run / "done.json").read_text())["resumed"] == 1
+    rows = study.read_rows(tmp_path / "s.csv")
+    assert [(r["recipe"], r["pst_topk"]) for r in rows] == [("pst-anyk", "0"), ("pst-anyk", "8")]
+    assert "ADDED 0" in runner("live").stdout  # nothing left to do
