@@ -69,6 +69,7 @@ def help_text() -> str:
         *datasets_lines(indent="      "),
         "    pst_topk=K  fine attention, any mode: 0 = coarse only, K > 0 = on (K coarse tokens' fine patches), "
         "e.g. pst_topk=8",
+        "    pst_topk_train=0,4,8,16  train only: each step runs a K drawn from the set (any-K training)",
         "    pst-yolo demo [epochs=40 imgsz=160 ...]  train yolo11n-pst on shapes (CPU, ~10 min), "
         "compare pst_topk 0 and 8",
         "    pst-yolo explain model=best.pt source=IMG pst_topk=8  pictures of what each PST layer selects and "

@@ -134,7 +134,7 @@ def test_finished_run_only_for_finished_pst_checkpoints(tmp_path):
 def test_help_adds_plugin_lines(cli_env, tmp_path):
     out = run(["pst-yolo"], tmp_path, cli_env)
     assert "yolo TASK MODE ARGS" in out  # Ultralytics' help comes first
-    n = 6 + len(DATASETS)
+    n = 7 + len(DATASETS)
     assert lines(out)[-n:] == [
         f"pst_yolo {pst_yolo.__version__}: the Pyramid Sparse Transformer (PST) plugin. 'pst-yolo' takes every 'yolo' "
         "command above, plus:",
@@ -143,6 +143,7 @@ def test_help_adds_plugin_lines(cli_env, tmp_path):
         *(f"    {line}" for line in DATASETS),
         "    pst_topk=K  fine attention, any mode: 0 = coarse only, K > 0 = on (K coarse tokens' fine patches), "
         "e.g. pst_topk=8",
+        "    pst_topk_train=0,4,8,16  train only: each step runs a K drawn from the set (any-K training)",
         "    pst-yolo demo [epochs=40 imgsz=160 ...]  train yolo11n-pst on shapes (CPU, ~10 min), compare pst_topk 0 "
         "and 8",
         "    pst-yolo explain model=best.pt source=IMG pst_topk=8  pictures of what each PST layer selects and attends "
