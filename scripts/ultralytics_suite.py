@@ -87,10 +87,40 @@ def fetch_tests(version: str, cache: Path) -> Path:
     return dest
 
 
-def run_suite(tests: Path, workdir: Path, plugin: bool, pytest_args: list[str]) -> tuple[Path, Path, int, float]:
-    """Run the test files once in a fresh copy of ``tests``; return (junit xml, markers file, pytest pid, seconds)."""
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's finished child processes (and theirs), 0 where unknown."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0.0
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def build_standins(out: Path) -> float:
+    """Build the stand-in weights and datasets into ``out`` in a stock, offline process; return the seconds taken."""
+    env = dict(os.environ, YOLO_OFFLINE="1", YOLO_CONFIG_DIR=str(out.parent / f"{out.name}-config"))
+    for key in ("PST_SUITE_MARKERS", "PST_SUITE_PLUGIN"):
+        env.pop(key, None)
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, str(HERE / "suite_standins.py"), str(out)], env=env, capture_output=True,
+                          text=True)
+    if proc.returncode:
+        raise SystemExit(f"building the stand-ins failed:\n{proc.stdout}{proc.stderr}")
+    return time.time() - t0
+
+
+def run_suite(tests: Path, workdir: Path, plugin: bool, pytest_args: list[str],
+              standins: Path | None = None) -> tuple[Path, Path, int, float]:
+    """Run the test files once in a fresh copy of ``tests``; return (junit xml, markers file, pytest pid, seconds).
+
+    ``standins`` (from ``build_standins``) holds ``weights`` and ``datasets``, copied into the run's own directories.
+    """
     workdir.mkdir(parents=True)
     shutil.copytree(tests / "tests", workdir / "tests")
+    if standins:
+        for name in ("weights", "datasets"):
+            shutil.copytree(standins / name, workdir / name)
     (workdir / "pytest.ini").write_text(PYTEST_INI)
     markers = workdir / "markers.jsonl"
     markers.touch()
@@ -112,12 +142,13 @@ def run_suite(tests: Path, workdir: Path, plugin: bool, pytest_args: list[str]) 
     label = "with pst_yolo" if plugin else "stock"
     shown = " ".join(c for c in cmd[1:] if not c.startswith("--deselect="))
     print(f"\n=== Ultralytics tests, {label}: {shown} (+{len(DESELECT)} --deselect)\n    in {workdir}", flush=True)
-    t0 = time.time()
+    t0, cpu0 = time.time(), _children_cpu()
     with open(workdir / "pytest.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
         proc.wait()
     seconds = time.time() - t0
-    print(f"pytest exited {proc.returncode} after {seconds:.0f} s (log: {workdir / 'pytest.log'})", flush=True)
+    print(f"pytest exited {proc.returncode} after {seconds:.0f} s, {_children_cpu() - cpu0:.0f} s CPU "
+          f"(log: {workdir / 'pytest.log'})", flush=True)
     if not junit.is_file():
         raise SystemExit(f"pytest wrote no report; see {workdir / 'pytest.log'}")
     summary = (workdir / "pytest.log").read_text(errors="replace").rstrip().rsplit("\n", 1)[-1]
@@ -187,6 +218,8 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, help="where both runs happen (default: a new temporary directory)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, reports, runs)")
     parser.add_argument("--full", action="store_true", help="also run the tests DESELECT leaves out")
+    parser.add_argument("--no-standins", action="store_true",
+                        help="do not give the tests local stand-ins for the weights and datasets they download")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args()
     if args.full:
@@ -198,8 +231,12 @@ def main() -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ultralytics_suite_"))
     try:
         runs, problems, seconds = {}, [], {}
+        standins = None
+        if not args.no_standins:
+            standins = workdir / "standins"
+            print(f"stand-in weights and datasets built in {build_standins(standins):.0f} s: {standins}", flush=True)
         for label, plugin in (("stock", False), ("pst_yolo", True)):
-            junit, markers, pid, seconds[label] = run_suite(tests, workdir / label, plugin, args.pytest_args)
+            junit, markers, pid, seconds[label] = run_suite(tests, workdir / label, plugin, args.pytest_args, standins)
             runs[label] = outcomes(junit)
             problems += [f"{label} run: {p}" for p in check_markers(markers, plugin, pid)]
 
