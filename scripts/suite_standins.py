@@ -10,9 +10,9 @@ the weights and datasets directories of each of its two runs before pytest start
   Ultralytics' trainer (``model``, ``train_args``, ``date``, ``version``, ...), with the class names and class count of
   the dataset the real model was trained on. They are written in the weights directory and in its
   ``path with spaces`` folder, where the tests' ``MODEL`` lives. Seeded: every build gives the same parameters.
-- Datasets: tiny versions of ``coco8``, ``coco8-grayscale``, ``coco8-seg``, ``coco8-pose``, ``dota8`` and
-  ``imagenet10`` in the layout their YAMLs expect, made of the two images shipped in ``ultralytics/assets`` (and
-  their mirror images), with hand-placed labels.
+- Datasets: tiny versions of ``coco8``, ``coco8-grayscale``, ``coco8-seg``, ``coco8-pose``, ``dota8``,
+  ``cityscapes8``, ``depth8-png`` and ``imagenet10`` in the layout their YAMLs expect, made of the two images shipped
+  in ``ultralytics/assets`` (and their mirror images), with hand-placed labels, masks and depth maps.
 
 Untrained weights predict nothing useful: tests that assert detections or accuracy fail, the same way in both runs.
 """
@@ -132,6 +132,19 @@ def build_datasets(root: Path) -> None:
                 im.convert(mode).save(root / name / "images" / split / f"{stem}.jpg", quality=90)
                 lines = [_label_line(kind, *b) for b in boxes if kind != "pose" or b[0] == 0]
                 (root / name / "labels" / split / f"{stem}.txt").write_text("\n".join(lines) + "\n")
+    # cityscapes8: PNG masks of raw Cityscapes ids (7 road, 8 sidewalk, 11 building; label_mapping makes them 0 1 2)
+    # depth8-png: uint16 PNG depth maps, millimetres (depth_scale 1000); depth grows towards the top of the image
+    for stem, im, _ in images:
+        w, h = im.size
+        rows = np.arange(h)[:, None].repeat(w, 1)
+        mask = np.where(rows < h // 2, 11, np.where(np.arange(w)[None, :] < w // 3, 8, 7)).astype(np.uint8)
+        depth = (1000 + 9000 * (1 - rows / h)).astype(np.uint16)
+        for split in ("train", "val"):
+            for name, sub, array in (("cityscapes8", "masks", mask), ("depth8-png", "depth", depth)):
+                for folder in ("images", sub):
+                    (root / name / folder / split).mkdir(parents=True, exist_ok=True)
+                im.save(root / name / "images" / split / f"{stem}.jpg", quality=90)
+                Image.fromarray(array).save(root / name / sub / split / f"{stem}.png")
     # imagenet10: train/<wnid>/*.jpg and val/<wnid>/*.jpg, the first ten ImageNet classes
     wnids = list(dataset_yaml("ImageNet.yaml")["map"])[:10]
     for i, wnid in enumerate(wnids):
