@@ -38,6 +38,8 @@ WEIGHTS = {
     "yolo11n.pt": ("yolo11n.yaml", "detect", "coco8.yaml", 3),
     "yolo11n-grayscale.pt": ("yolo11n.yaml", "detect", "coco8-grayscale.yaml", 1),
 }
+MODEL_CLASSES = {"detect": "DetectionModel", "segment": "SegmentationModel", "semantic": "SemanticSegmentationModel",
+                 "depth": "DepthModel", "classify": "ClassificationModel", "pose": "PoseModel", "obb": "OBBModel"}
 SPACES = "path with spaces"  # tests/__init__.py: MODEL = WEIGHTS_DIR / "path with spaces" / "yolo26n.pt"
 
 # Boxes (class, cx, cy, w, h; normalized) of the two asset images: COCO 0 person, 5 bus, 27 tie
@@ -60,18 +62,18 @@ def build_weight(file: Path, yaml_name: str, task: str, data: str, channels: int
     """Write an untrained checkpoint of ``yaml_name`` to ``file``, as Ultralytics' trainer saves a final one."""
     from datetime import datetime
 
-    from ultralytics import YOLO, __version__
+    from ultralytics import __version__
     from ultralytics.cfg import DEFAULT_CFG_DICT
-    from ultralytics.nn.tasks import yaml_model_load
+    from ultralytics.nn import tasks
 
     names = dataset_yaml(data)["names"]
     names = dict(enumerate(names)) if isinstance(names, list) else {int(k): v for k, v in names.items()}
-    cfg = yaml_model_load(yaml_name)  # takes the scale from the file name, as YOLO(yaml_name) does
+    cfg = tasks.yaml_model_load(yaml_name)  # takes the scale from the file name, as YOLO(yaml_name) does
     cfg["nc"] = len(names)
     if task == "pose":
         cfg["kpt_shape"] = dataset_yaml(data)["kpt_shape"]
     torch.manual_seed(0)
-    model = YOLO(yaml_name, task=task).task_map[task]["model"](cfg, ch=channels, nc=len(names), verbose=False)
+    model = getattr(tasks, MODEL_CLASSES[task])(cfg, ch=channels, nc=len(names), verbose=False)
     model.names = names
     imgsz = 224 if task == "classify" else 640
     train_args = {**DEFAULT_CFG_DICT, "task": task, "mode": "train", "model": yaml_name, "data": data,
