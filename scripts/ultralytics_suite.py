@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Ultralytics' own test suite as the referee: it must give the same outcomes with and without pst_yolo loaded.
 
-Usage: ``python scripts/ultralytics_suite.py [--full] [--keep] [-- PYTEST_ARGS...]``
+Usage: ``python scripts/ultralytics_suite.py [--full] [--keep] [--no-standins] [-- PYTEST_ARGS...]``
 
 1. Gets the tests of the installed Ultralytics version from its sdist (``pip download --no-binary :all:``) into a
    cache directory, once; later runs need no network.
@@ -13,8 +13,12 @@ Usage: ``python scripts/ultralytics_suite.py [--full] [--keep] [-- PYTEST_ARGS..
    subprocesses of the second run, and in no process of the first.
 4. Prints passed/failed/skipped per file for both runs and exits 1 with a table of the tests whose outcome differs.
 
-Tests that need assets from the network (weights, datasets) fail in both runs the same way: that is expected and
-compared like any other outcome. ``DESELECT`` lists the tests left out by default, each with its reason; ``--full``
+Before the runs, ``scripts/suite_standins.py`` builds local stand-ins for the weights and datasets the tests download
+(untrained checkpoints of Ultralytics' own YAMLs, tiny datasets made of the package's two asset images), once, in a
+stock process; each run gets its own copy in its weights and datasets directories, so stock models are really loaded,
+trained, validated, run and exported in both runs (``--no-standins`` leaves them out). Tests that still need the
+network, or assert what only trained weights give, fail in both runs the same way: that is expected and compared like
+any other outcome. ``DESELECT`` lists the tests left out by default, each with its reason; ``--full``
 runs them too.
 """
 
