@@ -6,13 +6,15 @@ Usage: ``python scripts/suite_standins.py OUT`` writes ``OUT/weights`` and ``OUT
 the weights and datasets directories of each of its two runs before pytest starts, so both runs see the same files.
 
 - Weights: untrained checkpoints of Ultralytics' own model YAMLs, under the file names the tests ask for
-  (``yolo26n.pt``, ``yolo26n-seg.pt``, ..., ``yolo11n.pt``, ``yolo11n-grayscale.pt``), in the checkpoint format of
+  (``yolo26n.pt``, ``yolo26n-seg.pt``, ..., ``yolo11n.pt``, ``yolo11n-grayscale.pt``, the ``yolo26s*.pt`` teachers
+  of the distillation tests, ``rtdetr-l.pt``), in the checkpoint format of
   Ultralytics' trainer (``model``, ``train_args``, ``date``, ``version``, ...), with the class names and class count of
   the dataset the real model was trained on. They are written in the weights directory and in its
   ``path with spaces`` folder, where the tests' ``MODEL`` lives. Seeded: every build gives the same parameters.
 - Datasets: tiny versions of ``coco8``, ``coco8-grayscale``, ``coco8-seg``, ``coco8-pose``, ``dota8``,
   ``cityscapes8``, ``depth8-png`` and ``imagenet10`` in the layout their YAMLs expect, made of the two images shipped
-  in ``ultralytics/assets`` (and their mirror images), with hand-placed labels, masks and depth maps.
+  in ``ultralytics/assets`` (and their mirror images), with hand-placed labels, masks and depth maps; and
+  ``solution_assets/boats.jpg`` (a copy of ``bus.jpg``), the one image a kept test fetches.
 
 Untrained weights predict nothing useful: tests that assert detections or accuracy fail, the same way in both runs.
 """
@@ -37,7 +39,14 @@ WEIGHTS = {
     "yolo26n-obb.pt": ("yolo26n-obb.yaml", "obb", "dota8.yaml", 3),
     "yolo11n.pt": ("yolo11n.yaml", "detect", "coco8.yaml", 3),
     "yolo11n-grayscale.pt": ("yolo11n.yaml", "detect", "coco8-grayscale.yaml", 1),
+    # teachers of the distillation tests, and RT-DETR
+    "yolo26s.pt": ("yolo26s.yaml", "detect", "coco8.yaml", 3),
+    "yolo26s-seg.pt": ("yolo26s-seg.yaml", "segment", "coco8-seg.yaml", 3),
+    "yolo26s-pose.pt": ("yolo26s-pose.yaml", "pose", "coco8-pose.yaml", 3),
+    "yolo26s-obb.pt": ("yolo26s-obb.yaml", "obb", "dota8.yaml", 3),
+    "rtdetr-l.pt": ("rtdetr-l.yaml", "detect", "coco8.yaml", 3),
 }
+TASK_MODELS = [f for f in WEIGHTS if f.startswith("yolo26n")]  # also in "path with spaces", as the tests expect
 MODEL_CLASSES = {"detect": "DetectionModel", "segment": "SegmentationModel", "semantic": "SemanticSegmentationModel",
                  "depth": "DepthModel", "classify": "ClassificationModel", "pose": "PoseModel", "obb": "OBBModel"}
 SPACES = "path with spaces"  # tests/__init__.py: MODEL = WEIGHTS_DIR / "path with spaces" / "yolo26n.pt"
@@ -73,7 +82,8 @@ def build_weight(file: Path, yaml_name: str, task: str, data: str, channels: int
     if task == "pose":
         cfg["kpt_shape"] = dataset_yaml(data)["kpt_shape"]
     torch.manual_seed(0)
-    model = getattr(tasks, MODEL_CLASSES[task])(cfg, ch=channels, nc=len(names), verbose=False)
+    model_class = "RTDETRDetectionModel" if yaml_name.startswith("rtdetr") else MODEL_CLASSES[task]
+    model = getattr(tasks, model_class)(cfg, ch=channels, nc=len(names), verbose=False)
     model.names = names
     imgsz = 224 if task == "classify" else 640
     train_args = {**DEFAULT_CFG_DICT, "task": task, "mode": "train", "model": yaml_name, "data": data,
@@ -164,10 +174,15 @@ def build(out: Path) -> None:
     weights = out / "weights"
     for file, spec in WEIGHTS.items():
         build_weight(weights / file, *spec)
-        if not file.startswith("yolo11n"):  # the task models, as Ultralytics' cache_test_assets.py copies them
+        if file in TASK_MODELS:  # as Ultralytics' tests/cache_test_assets.py copies them
             (weights / SPACES).mkdir(parents=True, exist_ok=True)
             shutil.copy2(weights / file, weights / SPACES / file)
     build_datasets(out / "datasets")
+    # the image the OBB results test fetches (through its solution_assets fixture): a copy of bus.jpg
+    from ultralytics.utils import ASSETS
+
+    (weights / "solution_assets").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(ASSETS / "bus.jpg", weights / "solution_assets" / "boats.jpg")
 
 
 if __name__ == "__main__":
