@@ -43,7 +43,8 @@ SITE = HERE / "suite_site"  # holds sitecustomize.py
 FILES = ("tests/test_python.py", "tests/test_cli.py", "tests/test_engine.py", "tests/test_exports.py")
 
 # Left out by default (--full runs them), to keep both runs within ~25 min on 2 CPU cores: with the stand-ins every
-# stock task really trains, validates and predicts, and a full run took 586 s of CPU (1117 s on 2 shared, busy cores).
+# stock task really trains, validates and predicts, and a full run took 586 s of CPU (1117 s on 2 shared, busy cores);
+# without these, a run takes 434-463 s of CPU (440 s wall on 2 lightly loaded cores), the stand-ins 16 s.
 # Each left-out test repeats, for another task, a code path that a kept test runs with the plugin loaded: the `yolo`
 # CLI train/val of the detect case (the other tasks' trainers and validators run in-process in test_engine.py's
 # test_task and test_python.py's test_val), test_grayscale's detect case, test_distill's detect case.
