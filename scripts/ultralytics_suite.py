@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Ultralytics' own test suite as the referee: it must give the same outcomes with and without pst_yolo loaded.
 
-Usage: ``python scripts/ultralytics_suite.py [--full] [--keep] [-- PYTEST_ARGS...]``
+Usage: ``python scripts/ultralytics_suite.py [--full] [--keep] [--no-standins] [-- PYTEST_ARGS...]``
 
 1. Gets the tests of the installed Ultralytics version from its sdist (``pip download --no-binary :all:``) into a
    cache directory, once; later runs need no network.
@@ -13,8 +13,12 @@ Usage: ``python scripts/ultralytics_suite.py [--full] [--keep] [-- PYTEST_ARGS..
    subprocesses of the second run, and in no process of the first.
 4. Prints passed/failed/skipped per file for both runs and exits 1 with a table of the tests whose outcome differs.
 
-Tests that need assets from the network (weights, datasets) fail in both runs the same way: that is expected and
-compared like any other outcome. ``DESELECT`` lists the tests left out by default, each with its reason; ``--full``
+Before the runs, ``scripts/suite_standins.py`` builds local stand-ins for the weights and datasets the tests download
+(untrained checkpoints of Ultralytics' own YAMLs, tiny datasets made of the package's two asset images), once, in a
+stock process; each run gets its own copy in its weights and datasets directories, so stock models are really loaded,
+trained, validated, run and exported in both runs (``--no-standins`` leaves them out). Tests that still need the
+network, or assert what only trained weights give, fail in both runs the same way: that is expected and compared like
+any other outcome. ``DESELECT`` lists the tests left out by default, each with its reason; ``--full``
 runs them too.
 """
 
@@ -38,17 +42,23 @@ HERE = Path(__file__).resolve().parent
 SITE = HERE / "suite_site"  # holds sitecustomize.py
 FILES = ("tests/test_python.py", "tests/test_cli.py", "tests/test_engine.py", "tests/test_exports.py")
 
-# Left out by default (--full runs them), to keep both runs within ~25 min on 2 CPU cores. All of them fail offline in
-# both runs at the same download, after 10-45 s each (mostly CLI start-up), so they compare nothing that the kept
-# `detect` train/val/predict commands do not. Measured on Ultralytics 8.4.190, offline, 2 busy CPU cores.
+# Left out by default (--full runs them), to keep both runs within ~25 min on 2 CPU cores: with the stand-ins every
+# stock task really trains, validates and predicts, and a full run took 586 s of CPU (1117 s on 2 shared, busy cores);
+# without these, a run takes 434-463 s of CPU (440 s wall on 2 lightly loaded cores), the stand-ins 16 s.
+# Each left-out test repeats, for another task, a code path that a kept test runs with the plugin loaded: the `yolo`
+# CLI train/val of the detect case (the other tasks' trainers and validators run in-process in test_engine.py's
+# test_task and test_python.py's test_val), test_grayscale's detect case, test_distill's detect case.
 _OTHER_TASKS = ("classify-model0-imagenet10", "depth-model1-depth8.yaml", "obb-model3-dota8.yaml",
                 "pose-model4-coco8-pose.yaml", "segment-model5-coco8-seg.yaml", "semantic-model6-cityscapes8.yaml")
 DESELECT: dict[str, str] = {
-    **{f"tests/test_cli.py::test_distill[{p}]": "downloads its teacher weights: 25-45 s to fail offline"
-       for p in ("detect-coco8.yaml-yolo26n.yaml-teacher0", "segment-coco8-seg.yaml-yolo26n-seg.yaml-teacher1",
-                 "pose-coco8-pose.yaml-yolo26n-pose.yaml-teacher2", "obb-dota8.yaml-yolo26n-obb.yaml-teacher3")},
-    **{f"tests/test_cli.py::test_{mode}[{p}]": "same `yolo` code path as the detect case, same download failure"
-       for mode in ("train", "val", "predict") for p in _OTHER_TASKS},
+    **{f"tests/test_cli.py::test_{mode}[{p}]": f"`yolo {mode}` of the detect case runs the same CLI path; the task's "
+       f"{mode} itself runs in-process in other kept tests; 5-30 s each"
+       for mode in ("train", "val") for p in _OTHER_TASKS},
+    **{f"tests/test_python.py::test_grayscale[{p}]": "a one-epoch training like the detect case, for another task "
+       "(whose training test_engine.py's test_task runs); 15-30 s each" for p in _OTHER_TASKS[2:]},
+    **{f"tests/test_cli.py::test_distill[{p}]": "distillation like the detect case, for another task; 10-30 s each"
+       for p in ("segment-coco8-seg.yaml-yolo26n-seg.yaml-teacher1", "pose-coco8-pose.yaml-yolo26n-pose.yaml-teacher2",
+                 "obb-dota8.yaml-yolo26n-obb.yaml-teacher3")},
 }
 
 PYTEST_INI = """[pytest]
@@ -87,10 +97,40 @@ def fetch_tests(version: str, cache: Path) -> Path:
     return dest
 
 
-def run_suite(tests: Path, workdir: Path, plugin: bool, pytest_args: list[str]) -> tuple[Path, Path, int, float]:
-    """Run the test files once in a fresh copy of ``tests``; return (junit xml, markers file, pytest pid, seconds)."""
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's finished child processes (and theirs), 0 where unknown."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0.0
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def build_standins(out: Path) -> float:
+    """Build the stand-in weights and datasets into ``out`` in a stock, offline process; return the seconds taken."""
+    env = dict(os.environ, YOLO_OFFLINE="1", YOLO_CONFIG_DIR=str(out.parent / f"{out.name}-config"))
+    for key in ("PST_SUITE_MARKERS", "PST_SUITE_PLUGIN"):
+        env.pop(key, None)
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, str(HERE / "suite_standins.py"), str(out)], env=env, capture_output=True,
+                          text=True)
+    if proc.returncode:
+        raise SystemExit(f"building the stand-ins failed:\n{proc.stdout}{proc.stderr}")
+    return time.time() - t0
+
+
+def run_suite(tests: Path, workdir: Path, plugin: bool, pytest_args: list[str],
+              standins: Path | None = None) -> tuple[Path, Path, int, float]:
+    """Run the test files once in a fresh copy of ``tests``; return (junit xml, markers file, pytest pid, seconds).
+
+    ``standins`` (from ``build_standins``) holds ``weights`` and ``datasets``, copied into the run's own directories.
+    """
     workdir.mkdir(parents=True)
     shutil.copytree(tests / "tests", workdir / "tests")
+    if standins:
+        for name in ("weights", "datasets"):
+            shutil.copytree(standins / name, workdir / name)
     (workdir / "pytest.ini").write_text(PYTEST_INI)
     markers = workdir / "markers.jsonl"
     markers.touch()
@@ -112,12 +152,13 @@ def run_suite(tests: Path, workdir: Path, plugin: bool, pytest_args: list[str]) 
     label = "with pst_yolo" if plugin else "stock"
     shown = " ".join(c for c in cmd[1:] if not c.startswith("--deselect="))
     print(f"\n=== Ultralytics tests, {label}: {shown} (+{len(DESELECT)} --deselect)\n    in {workdir}", flush=True)
-    t0 = time.time()
+    t0, cpu0 = time.time(), _children_cpu()
     with open(workdir / "pytest.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
         proc.wait()
     seconds = time.time() - t0
-    print(f"pytest exited {proc.returncode} after {seconds:.0f} s (log: {workdir / 'pytest.log'})", flush=True)
+    print(f"pytest exited {proc.returncode} after {seconds:.0f} s, {_children_cpu() - cpu0:.0f} s CPU "
+          f"(log: {workdir / 'pytest.log'})", flush=True)
     if not junit.is_file():
         raise SystemExit(f"pytest wrote no report; see {workdir / 'pytest.log'}")
     summary = (workdir / "pytest.log").read_text(errors="replace").rstrip().rsplit("\n", 1)[-1]
@@ -187,6 +228,8 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, help="where both runs happen (default: a new temporary directory)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, reports, runs)")
     parser.add_argument("--full", action="store_true", help="also run the tests DESELECT leaves out")
+    parser.add_argument("--no-standins", action="store_true",
+                        help="do not give the tests local stand-ins for the weights and datasets they download")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args()
     if args.full:
@@ -198,8 +241,12 @@ def main() -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ultralytics_suite_"))
     try:
         runs, problems, seconds = {}, [], {}
+        standins = None
+        if not args.no_standins:
+            standins = workdir / "standins"
+            print(f"stand-in weights and datasets built in {build_standins(standins):.0f} s: {standins}", flush=True)
         for label, plugin in (("stock", False), ("pst_yolo", True)):
-            junit, markers, pid, seconds[label] = run_suite(tests, workdir / label, plugin, args.pytest_args)
+            junit, markers, pid, seconds[label] = run_suite(tests, workdir / label, plugin, args.pytest_args, standins)
             runs[label] = outcomes(junit)
             problems += [f"{label} run: {p}" for p in check_markers(markers, plugin, pid)]
 

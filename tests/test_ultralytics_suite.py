@@ -15,13 +15,54 @@ import pytest
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
-@pytest.fixture(scope="module")
-def suite():
-    """The script, imported as a module."""
-    spec = importlib.util.spec_from_file_location("ultralytics_suite", SCRIPTS / "ultralytics_suite.py")
+def _load(name):
+    """A script of scripts/, imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def suite():
+    """The referee script, imported as a module."""
+    return _load("ultralytics_suite")
+
+
+@pytest.fixture(scope="module")
+def standins():
+    """The stand-in builder, imported as a module."""
+    return _load("suite_standins")
+
+
+def test_standin_weight_loads_as_the_real_one(standins, tmp_path):
+    """A stand-in checkpoint loads with YOLO(path) with the task, classes and keypoints of the real weights."""
+    from ultralytics import YOLO
+
+    assert standins.WEIGHTS["yolo26n-pose.pt"] == ("yolo26n-pose.yaml", "pose", "coco8-pose.yaml", 3)
+    standins.build_weight(tmp_path / "w.pt", *standins.WEIGHTS["yolo26n-pose.pt"])
+    model = YOLO(tmp_path / "w.pt")
+    assert model.task == "pose" and model.names == {0: "person"}
+    assert list(model.model.kpt_shape) == [17, 3] and model.model.yaml["channels"] == 3
+    assert model.overrides["data"] == "coco8-pose.yaml" and model.ckpt["version"]
+
+
+def test_standin_datasets_have_the_layout_of_their_yamls(standins, tmp_path):
+    """Each stand-in dataset has the folders its Ultralytics YAML names, and a label, mask or depth map per image."""
+    standins.build_datasets(tmp_path)
+    for yaml_file, targets in (("coco8.yaml", "labels"), ("coco8-grayscale.yaml", "labels"),
+                               ("coco8-seg.yaml", "labels"), ("coco8-pose.yaml", "labels"), ("dota8.yaml", "labels"),
+                               ("cityscapes8.yaml", "masks"), ("depth8.yaml", "depth")):
+        data = standins.dataset_yaml(yaml_file)
+        for split in ("train", "val"):
+            images = sorted((tmp_path / data["path"] / data[split]).glob("*.jpg"))
+            assert len(images) == 4, (yaml_file, split)
+            for im in images:
+                suffix = ".txt" if targets == "labels" else ".png"
+                assert (tmp_path / data["path"] / targets / split / im.with_suffix(suffix).name).is_file()
+    pose = (tmp_path / "coco8-pose" / "labels" / "train" / "bus.txt").read_text().split("\n")[0].split()
+    assert len(pose) == 5 + 17 * 3
+    assert len(list((tmp_path / "imagenet10" / "train").iterdir())) == 10
 
 
 @pytest.mark.parametrize("plugin", [False, True])
