@@ -134,7 +134,9 @@ def run_suite(tests: Path, workdir: Path, plugin: bool, pytest_args: list[str],
     (workdir / "pytest.ini").write_text(PYTEST_INI)
     markers = workdir / "markers.jsonl"
     markers.touch()
-    env = dict(os.environ, YOLO_OFFLINE="1", YOLO_CONFIG_DIR=str(workdir / "config"))
+    # YOLO_AUTOINSTALL=False: a test must not pip-install into this environment (Ultralytics' check_requirements would,
+    # e.g. for MNN), or the second run would run in a different environment than the first.
+    env = dict(os.environ, YOLO_OFFLINE="1", YOLO_AUTOINSTALL="False", YOLO_CONFIG_DIR=str(workdir / "config"))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # `yolo` of this interpreter
     env.pop("PST_SUITE_MARKERS", None)
     subprocess.run(  # Ultralytics writes its settings file; datasets, weights and runs go into the work dir
