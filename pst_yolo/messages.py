@@ -24,8 +24,8 @@ def pst_configs() -> tuple[str, ...]:
     """The PST model configs by family, with their scales in braces.
 
     Examples:
-        >>> pst_configs()
-        ('yolo11{n,s,m}-pst.yaml', 'yolo12{n,s,m}-pst.yaml')
+        >>> pst_configs()[-2:]
+        ('yolo26{n,s,m}-pst.yaml', 'yolo26{n,s,m}-seg-pst.yaml')
     """
     names = []
     for file in sorted(resource_path("cfg", "models").glob("*.yaml")):
