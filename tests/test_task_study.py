@@ -6,10 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from _cli import run  # tests/_cli.py
 
 from pst_yolo.task_study import METRICS, PAIRS, read_task_rows, run_task_study
-
-from _cli import run  # tests/_cli.py
 
 ROOT = Path(__file__).resolve().parents[1]
 
