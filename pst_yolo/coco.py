@@ -1,9 +1,13 @@
 """COCO evaluation with pycocotools: validate a model at several ``pst_topk`` values and score each run.
 
 Ultralytics' validator produces the detections (``save_json=True``: one COCO-style dict per box, after NMS, in
-original image pixels); this module matches them to a COCO instances json and scores them with pycocotools'
-``COCOeval`` (the reference implementation; Ultralytics' own json scoring, which may use ``faster-coco-eval``, is not
-used). The 12 standard metrics are :data:`COCO_METRICS`.
+original image pixels; a segmentation model adds each detection's mask as COCO compressed RLE); this module matches
+them to a COCO instances json and scores them with pycocotools' ``COCOeval`` (the reference implementation;
+Ultralytics' own json scoring, which may use ``faster-coco-eval``, is not used). The 12 standard metrics are
+:data:`COCO_METRICS`, for boxes (``iouType="bbox"``, every model). A segmentation model (task ``segment``) is also
+scored on its masks (``iouType="segm"``, the same detections): :data:`MASK_METRICS`, the same 12 named ``mask_AP``,
+``mask_AP50`` ...; its json must then hold each object's ``segmentation`` (polygons or RLE), as COCO's and
+``shapes-seg``'s do. As in detectron2, mask results carry no box, so small/medium/large go by mask area.
 
 Matching is by content, not by convention:
 
@@ -26,6 +30,8 @@ Typical use is ``scripts/eval_coco.py``; in Python::
     from pst_yolo.coco import evaluate, format_table
     rows = evaluate("best.pt", data="shapes", topks=(0, 8), imgsz=160)
     print(format_table(rows))
+    rows = evaluate("best-seg.pt", data="shapes-seg", topks=(0, 8), imgsz=160)  # AP ... and mask_AP ...
+    print(format_table(rows, "segm"))
 """
 
 from __future__ import annotations
@@ -40,14 +46,18 @@ from pathlib import Path, PurePosixPath
 from ultralytics.utils import LOGGER
 
 from .data import dataset_yaml, load_index
+from .hooks.coco import record_im_file
 from .topk import check_topk
 
 __all__ = (
     "COCO_METRICS",
+    "IOU_TYPES",
+    "MASK_METRICS",
     "MAX_DETS",
     "ValRun",
     "cap_detections",
     "category_ids",
+    "check_masks",
     "evaluate",
     "find_annotations",
     "format_table",
@@ -61,6 +71,8 @@ __all__ = (
 # COCOeval.stats, in order: AP at IoU .50:.95 / .50 / .75, AP small / medium / large (maxDets 100), AR at maxDets
 # 1 / 10 / 100, AR small / medium / large (maxDets 100).
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+MASK_METRICS = tuple(f"mask_{m}" for m in COCO_METRICS)  # the same, of masks (iouType segm): mask_AP, mask_AP50 ...
+IOU_TYPES = {"bbox": COCO_METRICS, "segm": MASK_METRICS}  # pycocotools' iouType -> the row keys of its metrics
 MAX_DETS = 100  # the COCO protocol: detections scored per image, across categories
 
 
@@ -72,7 +84,8 @@ class ValRun:
         detections (list[dict]): Ultralytics' COCO-style detections: ``image_id``, ``file_name``, ``category_id``
             (Ultralytics' id), ``bbox`` (x, y, w, h in original image pixels) and ``score``, plus ``im_file``, the
             path of the image (as in ``im_files``; Ultralytics' ``file_name`` and ``image_id`` are the same for two
-            files that share a name in different folders).
+            files that share a name in different folders). A segmentation model's also have ``segmentation``, the
+            mask as COCO compressed RLE (``size`` [h, w] of the original image, ``counts`` a string).
         im_files (list[str]): Every image of the validated split, with or without detections.
         names (dict[int, str]): The model's class names.
         class_map (list[int]): Ultralytics' category id of each class (``detections`` use these).
@@ -82,6 +95,7 @@ class ValRun:
         pst_topk (int | None): The ``pst_topk`` the run used (None: the model has no PST layers).
         metrics (dict): Ultralytics' own metrics of the run (``metrics/mAP50-95(B)`` ...) and its inference time
             per image (``speed/inference(ms)``).
+        task (str): The validator's task (``detect``, ``segment`` ...): ``segment`` runs are also scored on masks.
     """
 
     detections: list[dict]
@@ -93,6 +107,7 @@ class ValRun:
     save_dir: Path
     pst_topk: int | None
     metrics: dict = field(default_factory=dict)
+    task: str = "detect"
 
 
 def run_val(model, data: str, pst_topk: int | None = None, **kwargs) -> ValRun:
@@ -120,24 +135,6 @@ def run_val(model, data: str, pst_topk: int | None = None, **kwargs) -> ValRun:
         data = str(dataset_yaml(data))  # 'coco' -> Ultralytics' coco.yaml; 'shapes' -> pst_yolo's shapes.yaml
     runs = []
 
-    def tag(validator):
-        """on_val_start: have this run's ``pred_to_json`` record each detection's image path (``im_file``).
-
-        Ultralytics identifies a detection's image by file name and stem only, so two images that share a name in
-        different folders would be indistinguishable. The wrapper is set on this validator object only, for this run,
-        and calls Ultralytics' method unchanged.
-        """
-        to_json = validator.pred_to_json
-
-        def pred_to_json(predn, pbatch):
-            start = len(validator.jdict)
-            to_json(predn, pbatch)
-            if pbatch.get("im_file") is not None:
-                for d in validator.jdict[start:]:
-                    d["im_file"] = str(pbatch["im_file"])
-
-        validator.pred_to_json = pred_to_json
-
     def capture(validator):
         """on_val_end: take over the detections (Ultralytics would score them itself right after this callback)."""
         runs.append(
@@ -150,18 +147,19 @@ def run_val(model, data: str, pst_topk: int | None = None, **kwargs) -> ValRun:
                 is_coco=bool(validator.is_coco),
                 save_dir=Path(validator.save_dir),
                 pst_topk=getattr(validator.args, "pst_topk", None),
+                task=str(validator.args.task),
             )
         )
         # An empty jdict makes Ultralytics skip its predictions.json and its own json scoring (which may try to
         # install faster-coco-eval); we write the same file below and score with pycocotools.
         validator.jdict = []
 
-    model.add_callback("on_val_start", tag)
+    model.add_callback("on_val_start", record_im_file)  # each detection's im_file (see pst_yolo.hooks.coco)
     model.add_callback("on_val_end", capture)
     try:
         metrics = model.val(data=data, save_json=True, pst_topk=pst_topk, **kwargs)
     finally:
-        model.callbacks["on_val_start"].remove(tag)
+        model.callbacks["on_val_start"].remove(record_im_file)
         model.callbacks["on_val_end"].remove(capture)
     if len(runs) != 1:
         raise RuntimeError(f"expected one validation run, captured {len(runs)} (distributed validation?)")
@@ -355,8 +353,22 @@ def cap_detections(results: list[dict], max_dets: int = MAX_DETS) -> list[dict]:
     return [r for dets in by_image.values() for r in sorted(dets, key=lambda r: -r["score"])[:max_dets]]
 
 
+def _rle(segmentation: dict) -> dict:
+    """A mask as COCO compressed RLE with string ``counts`` (what pycocotools scores and a json file can hold)."""
+    counts = segmentation["counts"]
+    if isinstance(counts, list):  # uncompressed RLE
+        from pycocotools import mask as mask_utils
+
+        counts = mask_utils.frPyObjects(segmentation, *segmentation["size"])["counts"]
+    return {"size": list(segmentation["size"]), "counts": counts.decode() if isinstance(counts, bytes) else counts}
+
+
 def to_coco_results(
-    detections: list[dict], cat_ids: dict[int, int], img_ids: dict[str, int], max_dets: int = MAX_DETS
+    detections: list[dict],
+    cat_ids: dict[int, int],
+    img_ids: dict[str, int],
+    max_dets: int = MAX_DETS,
+    iou_type: str = "bbox",
 ) -> list[dict]:
     """Rewrite Ultralytics' detections with the json's image and category ids: a COCO results list.
 
@@ -366,12 +378,16 @@ def to_coco_results(
         cat_ids (dict[int, int]): ``{ultralytics_id: json_id}`` (:func:`category_ids`).
         img_ids (dict[str, int]): ``{image path: json id}`` (:func:`image_ids`).
         max_dets (int): Detections kept per image, by score across categories (:func:`cap_detections`).
+        iou_type (str): ``bbox``: results with the detections' boxes; ``segm``: with their masks (``segmentation``,
+            RLE, given as ``counts`` bytes, string or list; written as compressed RLE with string ``counts``) and no
+            box, so that pycocotools takes each result's area from its mask. The same detections are kept for both.
 
     Returns:
-        ``image_id``, ``category_id``, ``bbox``, ``score`` dicts, at most ``max_dets`` per image.
+        ``image_id``, ``category_id``, ``bbox`` (or ``segmentation``), ``score`` dicts, at most ``max_dets`` per image.
 
     Raises:
-        ValueError: If a detection without ``im_file`` has a file name that several validation images share.
+        ValueError: If a detection without ``im_file`` has a file name that several validation images share, if
+            ``iou_type`` is unknown, or if ``segm`` is asked of detections without masks (not a segmentation model).
 
     Examples:
         >>> det = {"image_id": 1, "file_name": "a.jpg", "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5}
@@ -396,15 +412,51 @@ def to_coco_results(
             )
         return found[0]
 
+    if iou_type not in IOU_TYPES:
+        raise ValueError(f"iou_type must be one of {list(IOU_TYPES)}, got {iou_type!r}")
+    if iou_type == "segm" and any("segmentation" not in d for d in detections):
+        raise ValueError("segm results need detections with masks ('segmentation'): those of a segmentation model")
+    geometry = "bbox" if iou_type == "bbox" else "segmentation"
     results = [
-        {"image_id": image_id(d), "category_id": cat_ids[d["category_id"]], "bbox": d["bbox"], "score": d["score"]}
+        {
+            "image_id": image_id(d),
+            "category_id": cat_ids[d["category_id"]],
+            geometry: d["bbox"] if iou_type == "bbox" else _rle(d["segmentation"]),
+            "score": d["score"],
+        }
         for d in detections
     ]
     return cap_detections(results, max_dets)
 
 
-def score(coco_gt, results: list[dict], img_ids: list[int], cat_ids: list[int]) -> dict[str, float]:
-    """Score detections with pycocotools by the COCO protocol (bbox, IoU .50:.05:.95, maxDets 1/10/100).
+def check_masks(coco_gt, img_ids: list[int], cat_ids: list[int], source: str = "the annotations json") -> None:
+    """Check that every ground-truth object of the scored images and categories has a mask, as ``segm`` needs.
+
+    Args:
+        coco_gt (pycocotools.coco.COCO): The ground truth.
+        img_ids (list[int]): Images scored.
+        cat_ids (list[int]): Categories scored.
+        source (str): How the json is named in the error (its path).
+
+    Raises:
+        ValueError: If objects have no (or an empty) ``segmentation``; names how many, an example and the fix.
+    """
+    anns = coco_gt.loadAnns(coco_gt.getAnnIds(imgIds=list(img_ids), catIds=list(cat_ids)))
+    bare = [a for a in anns if not a.get("segmentation")]
+    if bare:
+        raise ValueError(
+            f"{len(bare)} of {len(anns)} objects of the scored images in {source} have no mask ('segmentation': "
+            f"polygons or RLE; e.g. annotation id {bare[0].get('id')}), so the masks of a segmentation model cannot "
+            f"be scored (COCO segm): pass an instances json with masks (scripts/eval_coco.py --ann FILE, "
+            f"pst_yolo.coco.evaluate(..., ann=FILE)), e.g. one with COCO segmentation polygons like shapes-seg's "
+            f"annotations/instances_val.json"
+        )
+
+
+def score(
+    coco_gt, results: list[dict], img_ids: list[int], cat_ids: list[int], iou_type: str = "bbox"
+) -> dict[str, float]:
+    """Score detections with pycocotools by the COCO protocol (bbox or segm, IoU .50:.05:.95, maxDets 1/10/100).
 
     Each image's :data:`MAX_DETS` highest-scoring detections across categories are scored (:func:`cap_detections`;
     pycocotools alone would keep up to 100 per image and category).
@@ -414,12 +466,20 @@ def score(coco_gt, results: list[dict], img_ids: list[int], cat_ids: list[int]) 
         results (list[dict]): Detections with the json's ids (:func:`to_coco_results`).
         img_ids (list[int]): Images evaluated (the validated split; images without detections count).
         cat_ids (list[int]): Categories evaluated (the model's classes).
+        iou_type (str): ``bbox`` (results with ``bbox``) or ``segm`` (results with ``segmentation``, RLE; the ground
+            truth must have masks: :func:`check_masks`).
 
     Returns:
-        ``{metric: value}`` for :data:`COCO_METRICS` (pycocotools' -1 where a metric has no ground truth).
+        ``{metric: value}`` for :data:`COCO_METRICS` (pycocotools' -1 where a metric has no ground truth), whatever
+        the ``iou_type`` (the row keys of masks, :data:`MASK_METRICS`, are made by :func:`evaluate`).
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
+
+    if iou_type not in IOU_TYPES:
+        raise ValueError(f"iou_type must be one of {list(IOU_TYPES)}, got {iou_type!r}")
+    if iou_type == "segm":
+        check_masks(coco_gt, img_ids, cat_ids)
 
     with contextlib.redirect_stdout(io.StringIO()) as text:  # pycocotools prints progress and the summary
         results = [dict(r) for r in cap_detections(results)]  # loadRes adds keys to the dicts it gets
@@ -430,7 +490,7 @@ def score(coco_gt, results: list[dict], img_ids: list[int], cat_ids: list[int]) 
             coco_dt.dataset = {"images": coco_gt.dataset["images"], "categories": coco_gt.dataset["categories"]}
             coco_dt.dataset["annotations"] = []
             coco_dt.createIndex()
-        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        evaluator = COCOeval(coco_gt, coco_dt, iou_type)
         evaluator.params.imgIds = sorted(img_ids)
         evaluator.params.catIds = sorted(cat_ids)
         evaluator.evaluate()
@@ -451,11 +511,17 @@ def evaluate(model, data: str, topks=(0,), ann: str | Path | None = None, **kwar
         **kwargs: Further ``YOLO.val`` arguments (``imgsz``, ``batch``, ``device`` ...).
 
     Returns:
-        One dict per value: ``pst_topk``, the 12 :data:`COCO_METRICS`, Ultralytics' own ``ul_mAP50-95`` and
+        One dict per value: ``pst_topk``, the 12 :data:`COCO_METRICS` (boxes), Ultralytics' own ``ul_mAP50-95`` and
         ``ul_mAP50`` (of all its detections, up to ``max_det`` per image), ``ms_per_image`` (model inference, as
         Ultralytics times it), ``images``, ``detections`` (scored: at most :data:`MAX_DETS` per image), ``ann``,
         ``save_dir`` and ``results`` (the scored detections as a COCO results json, ``coco_results.json`` in
-        ``save_dir``).
+        ``save_dir``). A segmentation model's rows also have the 12 :data:`MASK_METRICS` (``mask_AP`` ...: the same
+        detections scored on their masks, after the box metrics), Ultralytics' ``ul_mask_mAP50-95`` and
+        ``ul_mask_mAP50``, and ``mask_results`` (``coco_results_segm.json``).
+
+    Raises:
+        ValueError: If the json does not match the model's classes or the validated images, or (segmentation model)
+            has objects without masks.
     """
     from pycocotools.coco import COCO
     from ultralytics import YOLO
@@ -477,6 +543,9 @@ def evaluate(model, data: str, topks=(0,), ann: str | Path | None = None, **kwar
         extra = sorted({c["id"] for c in coco_gt.dataset.get("categories", [])} - set(cats.values()))
         if extra:
             LOGGER.warning(f"{len(extra)} categories of {path.name} are not model classes and are not scored: {extra}")
+        segm = run.task == "segment"
+        if segm:  # before scoring anything: the boxes alone would be a silent half of the answer
+            check_masks(coco_gt, list(imgs.values()), list(cats.values()), source=str(path))
         results = to_coco_results(run.detections, cats, imgs)
         if len(results) < len(run.detections):
             LOGGER.info(
@@ -487,29 +556,57 @@ def evaluate(model, data: str, topks=(0,), ann: str | Path | None = None, **kwar
         results_json.write_text(json.dumps(results), encoding="utf-8")
         metrics = score(coco_gt, results, list(imgs.values()), list(cats.values()))
         row = {"pst_topk": run.pst_topk, **metrics}
+        if segm:
+            mask_results = to_coco_results(run.detections, cats, imgs, iou_type="segm")  # the same detections
+            mask_json = run.save_dir / "coco_results_segm.json"
+            mask_json.write_text(json.dumps(mask_results), encoding="utf-8")
+            mask_metrics = score(coco_gt, mask_results, list(imgs.values()), list(cats.values()), iou_type="segm")
+            row.update(zip(MASK_METRICS, mask_metrics.values()))
         row["ul_mAP50-95"] = run.metrics.get("metrics/mAP50-95(B)")
         row["ul_mAP50"] = run.metrics.get("metrics/mAP50(B)")
+        if segm:
+            row["ul_mask_mAP50-95"] = run.metrics.get("metrics/mAP50-95(M)")
+            row["ul_mask_mAP50"] = run.metrics.get("metrics/mAP50(M)")
         row["ms_per_image"] = run.metrics.get("speed/inference(ms)")
         row.update(images=len(imgs), detections=len(results), ann=str(path), save_dir=str(run.save_dir))
         row["results"] = str(results_json)
-        LOGGER.info(f"pycocotools pst_topk={run.pst_topk}: " + ", ".join(f"{m} {metrics[m]:.3f}" for m in COCO_METRICS))
+        if segm:
+            row["mask_results"] = str(mask_json)
+        for iou_type in ("bbox", "segm") if segm else ("bbox",):
+            values = ", ".join(f"{m} {row[k]:.3f}" for m, k in zip(COCO_METRICS, IOU_TYPES[iou_type]))
+            LOGGER.info(f"pycocotools {iou_type} pst_topk={run.pst_topk}: {values}")
         rows.append(row)
     return rows
 
 
-def format_table(rows: list[dict]) -> str:
+def format_table(rows: list[dict], iou_type: str = "bbox") -> str:
     """One line per row: ``pst_topk``, the 12 COCO metrics and Ultralytics' mAP50-95 as fractions, and ms/image.
+
+    Args:
+        rows (list[dict]): Rows of :func:`evaluate`.
+        iou_type (str): ``bbox``: the box metrics (``AP`` ..., ``ul_mAP50-95``); ``segm``: the mask metrics of a
+            segmentation model (``mask_AP`` ..., ``ul_mask_mAP50-95``), under the same column names. Missing values
+            show as ``-``.
+
+    Returns:
+        The table: a header line, then one line per row.
 
     Examples:
         >>> row = {"pst_topk": 8, **dict.fromkeys(COCO_METRICS, 0.5), "ul_mAP50-95": 0.49, "ms_per_image": 12.0}
         >>> print(format_table([row]).split()[-2:])
         ['0.490', '12.000']
+        >>> row.update({**dict.fromkeys(MASK_METRICS, 0.25), "ul_mask_mAP50-95": 0.24})
+        >>> print(format_table([row], "segm").split()[-3:])
+        ['0.250', '0.240', '12.000']
     """
+    if iou_type not in IOU_TYPES:
+        raise ValueError(f"iou_type must be one of {list(IOU_TYPES)}, got {iou_type!r}")
     cols = ("pst_topk", *COCO_METRICS, "ul_mAP50-95", "ms_per_image")
+    keys = ("pst_topk", *IOU_TYPES[iou_type], "ul_mAP50-95" if iou_type == "bbox" else "ul_mask_mAP50-95", cols[-1])
     lines = [" ".join(f"{c:>11}" for c in cols)]
     for r in rows:
         cells = [f"{'-' if r.get('pst_topk') is None else r['pst_topk']:>11}"]
-        cells += [f"{r[c]:11.3f}" if isinstance(r.get(c), (int, float)) else f"{'-':>11}" for c in cols[1:]]
+        cells += [f"{r[k]:11.3f}" if isinstance(r.get(k), (int, float)) else f"{'-':>11}" for k in keys[1:]]
         lines.append(" ".join(cells))
     return "\n".join(lines)
 

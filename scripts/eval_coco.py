@@ -3,14 +3,18 @@
 
 Examples:
     python scripts/eval_coco.py --model best.pt --data shapes --topk 0 8
+    python scripts/eval_coco.py --model best-seg.pt --data shapes-seg --topk 0 8  # boxes and masks
     python scripts/eval_coco.py --model yolo11n-pst.pt --data coco --topk 0 4 8 16 --imgsz 640 --batch 32 --device 0
     python scripts/eval_coco.py --model best.pt --data my.yaml --ann path/to/instances_val.json --topk 0 8 conf=0.001
 
 Extra ``key=value`` arguments go to ``YOLO.val`` unchanged (as on the ``yolo`` command line). Results are printed as
-a table (COCO's 12 metrics as fractions, plus Ultralytics' own mAP50-95 of the same detections) and written to
-``--out`` as JSON and CSV. As the COCO protocol requires, each image's 100 highest-scoring detections across all
-categories are scored; each run's folder keeps them as ``coco_results.json`` (COCO ids), next to Ultralytics'
-``predictions.json`` (all of its detections). The library code is :mod:`pst_yolo.coco`.
+a table (COCO's 12 box metrics as fractions, plus Ultralytics' own mAP50-95 of the same detections) and written to
+``--out`` as JSON and CSV. A segmentation model (task ``segment``) is scored on its masks too (COCO ``segm``): a second
+table, and the columns ``mask_AP``, ``mask_AP50`` ... in the JSON and CSV; its annotations json must have masks (COCO
+segmentation polygons or RLE). As the COCO protocol requires, each image's 100 highest-scoring detections across all
+categories are scored; each run's folder keeps them as ``coco_results.json`` (COCO ids; masks:
+``coco_results_segm.json``), next to Ultralytics' ``predictions.json`` (all of its detections). The library code is
+:mod:`pst_yolo.coco`.
 """
 
 from __future__ import annotations
@@ -43,13 +47,16 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
 
 def main(argv=None) -> int:
     args, extra = parse_args(argv)
-    from pst_yolo.coco import evaluate, format_table, save_rows
+    from pst_yolo.coco import MASK_METRICS, evaluate, format_table, save_rows
 
     if args.device is not None:
         extra["device"] = args.device
     rows = evaluate(args.model, args.data, args.topk, ann=args.ann, imgsz=args.imgsz, batch=args.batch, **extra)
     print(f"\nCOCO bbox metrics (pycocotools) of {args.model} on {args.data}, imgsz={args.imgsz}:")
     print(format_table(rows))
+    if any(MASK_METRICS[0] in r for r in rows):  # a segmentation model
+        print(f"\nCOCO segm (mask) metrics (pycocotools) of {args.model} on {args.data}, imgsz={args.imgsz}:")
+        print(format_table(rows, "segm"))
     json_path, csv_path = save_rows(rows, args.out)
     print(f"saved {json_path} and {csv_path}")
     return 0

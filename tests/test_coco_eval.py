@@ -16,10 +16,12 @@ import torch
 from ultralytics.data.converter import coco80_to_coco91_class
 from ultralytics.data.utils import check_det_dataset
 from ultralytics.models.yolo.detect import DetectionValidator
+from ultralytics.models.yolo.segment import SegmentationValidator
 from ultralytics.utils import ROOT, YAML, ops
 
 from pst_yolo.coco import (
     COCO_METRICS,
+    MASK_METRICS,
     ValRun,
     cap_detections,
     category_ids,
@@ -54,6 +56,27 @@ SHAPES = {0: "circle", 1: "square", 2: "triangle", 3: "star", 4: "cross", 5: "ri
 def shapes_json(test_root) -> Path:
     check_det_dataset("shapes")  # generates the dataset on first use
     return test_root / "datasets" / "shapes" / "annotations" / "instances_val.json"
+
+
+@pytest.fixture(scope="module")
+def shapes_seg_json(test_root) -> Path:
+    check_det_dataset("shapes-seg")  # generates the dataset on first use
+    return test_root / "datasets" / "shapes-seg" / "annotations" / "instances_val.json"
+
+
+@pytest.fixture(scope="module")
+def seg_model(test_root) -> Path:
+    """best.pt of yolo11n-seg-pst trained for 1 epoch on 64 shapes-seg images at imgsz 64 (a few seconds): weak, but
+    it finds objects with masks."""
+    from ultralytics import YOLO
+
+    project = test_root / "runs" / "fixtures"
+    YOLO("yolo11n-seg-pst.yaml").train(
+        data="shapes-seg", epochs=1, imgsz=64, batch=8, fraction=0.25, workers=0, mosaic=0.0, warmup_epochs=0,
+        val=False, plots=False, exist_ok=True, verbose=False, project=str(project), name="seg_model")
+    best = project / "seg_model" / "weights" / "best.pt"
+    assert best.is_file()
+    return best
 
 
 def make_run(data, names=SHAPES, is_coco=False, **kw) -> ValRun:
@@ -143,12 +166,16 @@ def test_results_keep_the_100_best_detections_per_image_across_categories():
     assert cap_detections(results, max_dets=2) == [first[0], first[1], *[r for r in results if r["image_id"] == 2][:2]]
 
 
-def write_gt(path: Path, images, annotations, categories):
-    """A COCO instances json (areas w*h, no crowd) loaded as pycocotools' COCO."""
+def write_gt(path: Path, images, annotations, categories, polygons=False):
+    """A COCO instances json (areas w*h, no crowd; with ``polygons`` each box also as its polygon) loaded as
+    pycocotools' COCO."""
     from pycocotools.coco import COCO
 
     anns = [{"id": i, "image_id": img, "category_id": c, "bbox": b, "area": b[2] * b[3], "iscrowd": 0}
             for i, (img, c, b) in enumerate(annotations, 1)]
+    for a in anns if polygons else ():
+        x0, y0, x1, y1 = a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]
+        a["segmentation"] = [[x0, y0, x1, y0, x1, y1, x0, y1]]
     path.write_text(json.dumps({"images": images, "annotations": anns, "categories": categories}))
     with contextlib.redirect_stdout(io.StringIO()):
         return COCO(str(path))
@@ -173,6 +200,35 @@ def test_cap_lowers_ap_where_an_image_has_over_100_better_detections(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------- known AP
+HAND_IMAGES = [{"id": 11, "file_name": "img/one.jpg", "width": 100, "height": 100},
+               {"id": 12, "file_name": "img/two.jpg", "width": 100, "height": 100}]
+HAND_GT = [(11, 7, [10, 10, 20, 20]), (11, 3, [50, 50, 20, 20]), (12, 7, [0, 0, 40, 40]), (12, 7, [50, 50, 40, 40])]
+HAND_CATEGORIES = [{"id": 7, "name": "circle"}, {"id": 3, "name": "square"}]
+HAND_FILES = "/data/img/one.jpg", "/data/img/two.jpg"
+HAND_DETS = [  # as Ultralytics writes them: its category ids (class + 1), the image by file
+    {"im_file": HAND_FILES[0], "file_name": "one.jpg", "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.9},
+    {"im_file": HAND_FILES[0], "file_name": "one.jpg", "category_id": 2, "bbox": [50, 50, 20, 20], "score": 0.95},
+    {"im_file": HAND_FILES[1], "file_name": "two.jpg", "category_id": 1, "bbox": [0, 60, 10, 10], "score": 0.85},
+    {"im_file": HAND_FILES[1], "file_name": "two.jpg", "category_id": 1, "bbox": [0, 0, 64, 40], "score": 0.8},
+]
+_circle_ap = [56 / 101] * 3 + [34 / 101] * 7  # per IoU threshold .50:.05:.95
+_circle_recall = [2 / 3] * 3 + [1 / 3] * 7
+HAND_EXPECTED = {
+    "AP": (sum(_circle_ap) / 10 + 1) / 2,  # 0.7010
+    "AP50": (56 / 101 + 1) / 2,
+    "AP75": (34 / 101 + 1) / 2,
+    "APs": 1.0,  # A and B: each found first
+    "APm": 3 * (51 / 101) / 10,  # circle only (no medium square): C and D, C found at IoU <= .60 (recall 1/2)
+    "APl": -1.0,  # no large object
+    "AR1": (1 / 3 + 1) / 2,  # one detection per image and class: the false positive outranks C
+    "AR10": (sum(_circle_recall) / 10 + 1) / 2,
+    "AR100": (sum(_circle_recall) / 10 + 1) / 2,
+    "ARs": 1.0,
+    "ARm": 3 * (1 / 2) / 10,
+    "ARl": -1.0,
+}
+
+
 def test_constructed_detections_score_the_hand_computed_metrics(tmp_path):
     """Two images, two classes (json ids 7 and 3, matched by name), four boxes; every value computed by hand.
 
@@ -182,40 +238,87 @@ def test_constructed_detections_score_the_hand_computed_metrics(tmp_path):
     circle at IoU <= .60: precision 1 up to recall 1/3 (34 points), 2/3 up to 2/3 (33 points): 56/101;
     at IoU >= .65: precision 1 up to recall 1/3: 34/101. square: 1 at every IoU.
     """
-    images = [{"id": 11, "file_name": "img/one.jpg", "width": 100, "height": 100},
-              {"id": 12, "file_name": "img/two.jpg", "width": 100, "height": 100}]
-    gt_boxes = [(11, 7, [10, 10, 20, 20]), (11, 3, [50, 50, 20, 20]),
-                (12, 7, [0, 0, 40, 40]), (12, 7, [50, 50, 40, 40])]
-    gt = write_gt(tmp_path / "gt.json", images, gt_boxes, [{"id": 7, "name": "circle"}, {"id": 3, "name": "square"}])
-    one, two = "/data/img/one.jpg", "/data/img/two.jpg"
-    dets = [  # as Ultralytics writes them: its category ids (class + 1), the image by file
-        {"im_file": one, "file_name": "one.jpg", "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.9},
-        {"im_file": one, "file_name": "one.jpg", "category_id": 2, "bbox": [50, 50, 20, 20], "score": 0.95},
-        {"im_file": two, "file_name": "two.jpg", "category_id": 1, "bbox": [0, 60, 10, 10], "score": 0.85},
-        {"im_file": two, "file_name": "two.jpg", "category_id": 1, "bbox": [0, 0, 64, 40], "score": 0.8},
-    ]
+    gt = write_gt(tmp_path / "gt.json", HAND_IMAGES, HAND_GT, HAND_CATEGORIES)
+    one, two = HAND_FILES
     cats = category_ids(gt.dataset["categories"], {0: "circle", 1: "square"}, [1, 2])
     imgs = image_ids(gt.dataset["images"], [one, two])
     assert cats == {1: 7, 2: 3} and imgs == {one: 11, two: 12}
-    metrics = score(gt, to_coco_results(dets, cats, imgs), list(imgs.values()), list(cats.values()))
-    circle_ap = [56 / 101] * 3 + [34 / 101] * 7  # per IoU threshold .50:.05:.95
-    circle_recall = [2 / 3] * 3 + [1 / 3] * 7
-    expected = {
-        "AP": (sum(circle_ap) / 10 + 1) / 2,  # 0.7010
-        "AP50": (56 / 101 + 1) / 2,
-        "AP75": (34 / 101 + 1) / 2,
-        "APs": 1.0,  # A and B: each found first
-        "APm": 3 * (51 / 101) / 10,  # circle only (no medium square): C and D, C found at IoU <= .60 (recall 1/2)
-        "APl": -1.0,  # no large object
-        "AR1": (1 / 3 + 1) / 2,  # one detection per image and class: the false positive outranks C
-        "AR10": (sum(circle_recall) / 10 + 1) / 2,
-        "AR100": (sum(circle_recall) / 10 + 1) / 2,
-        "ARs": 1.0,
-        "ARm": 3 * (1 / 2) / 10,
-        "ARl": -1.0,
-    }
-    assert metrics == pytest.approx(expected, abs=1e-9)
+    metrics = score(gt, to_coco_results(HAND_DETS, cats, imgs), list(imgs.values()), list(cats.values()))
+    assert metrics == pytest.approx(HAND_EXPECTED, abs=1e-9)
     assert metrics["AP"] == pytest.approx(0.70099, abs=1e-5)
+
+
+def box_mask_rle(box, h=100, w=100, form="str") -> dict:
+    """The filled integer box ``[x, y, w, h]`` as a mask in COCO RLE: ``counts`` a string (as Ultralytics writes it),
+    bytes (as pycocotools encodes it) or a list (uncompressed)."""
+    from pycocotools import mask as mask_utils
+
+    mask = np.zeros((h, w), dtype=np.uint8, order="F")
+    mask[box[1]:box[1] + box[3], box[0]:box[0] + box[2]] = 1
+    if form == "list":  # runs of the column-major pixels, starting with background
+        flat = mask.ravel(order="F")
+        counts = np.diff([0, *(np.flatnonzero(np.diff(flat)) + 1), flat.size]).tolist()
+        return {"size": [h, w], "counts": [0, *counts] if flat[0] else counts}
+    rle = mask_utils.encode(mask)
+    return {"size": [h, w], "counts": rle["counts"].decode() if form == "str" else rle["counts"]}
+
+
+def coco_stats(gt, results: list[dict], iou_type: str) -> dict:
+    """pycocotools run directly (no cap, no checks) on a results list: the 12 stats by COCO name."""
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(gt, gt.loadRes([dict(r) for r in results]), iou_type)
+        ev.evaluate(), ev.accumulate(), ev.summarize()
+    return dict(zip(COCO_METRICS, ev.stats.tolist()))
+
+
+def test_constructed_masks_score_the_hand_computed_metrics(tmp_path):
+    """The hand-computed case above as masks: objects as polygons, detections as RLE masks of the same filled boxes.
+    Pixel IoUs and areas equal the boxes', so segm gives the same hand-computed values, as does COCOeval(iouType=
+    'segm') run directly on the results, whatever form the RLE counts come in."""
+    gt = write_gt(tmp_path / "gt.json", HAND_IMAGES, HAND_GT, HAND_CATEGORIES, polygons=True)
+    cats = category_ids(gt.dataset["categories"], {0: "circle", 1: "square"}, [1, 2])
+    imgs = image_ids(gt.dataset["images"], list(HAND_FILES))
+    dets = [{**d, "segmentation": box_mask_rle(d["bbox"])} for d in HAND_DETS]
+    results = to_coco_results(dets, cats, imgs, iou_type="segm")
+    assert all(set(r) == {"image_id", "category_id", "segmentation", "score"} for r in results)  # mask areas count
+    assert all(isinstance(r["segmentation"]["counts"], str) for r in results)  # a json file can hold them
+    metrics = score(gt, results, list(imgs.values()), list(cats.values()), iou_type="segm")
+    assert metrics == pytest.approx(HAND_EXPECTED, abs=1e-9)
+    assert metrics == pytest.approx(coco_stats(gt, json.loads(json.dumps(results)), "segm"), abs=1e-12)
+    for form in ("bytes", "list"):
+        other = [{**d, "segmentation": box_mask_rle(d["bbox"], form=form)} for d in HAND_DETS]
+        assert to_coco_results(other, cats, imgs, iou_type="segm") == results
+    # the boxes of the same detections are scored as before
+    assert to_coco_results(dets, cats, imgs) == to_coco_results(HAND_DETS, cats, imgs)
+    assert score(gt, to_coco_results(dets, cats, imgs), [11, 12], [7, 3]) == pytest.approx(HAND_EXPECTED, abs=1e-9)
+
+
+def test_masks_need_masks_on_both_sides(tmp_path):
+    gt = write_gt(tmp_path / "gt.json", HAND_IMAGES, HAND_GT, HAND_CATEGORIES)  # boxes only
+    imgs = dict(zip(HAND_FILES, (11, 12)))
+    with pytest.raises(ValueError, match="segm results need detections with masks"):
+        to_coco_results(HAND_DETS, {1: 7, 2: 3}, imgs, iou_type="segm")
+    dets = [{**d, "segmentation": box_mask_rle(d["bbox"])} for d in HAND_DETS]
+    results = to_coco_results(dets, {1: 7, 2: 3}, imgs, iou_type="segm")
+    with pytest.raises(ValueError, match=r"4 of 4 objects .* have no mask \('segmentation'.*--ann FILE"):
+        score(gt, results, [11, 12], [7, 3], iou_type="segm")
+
+
+def test_ground_truth_masks_score_perfect_segm(shapes_seg_json):
+    """The oracle: shapes-seg's own polygons (keyhole rings included), turned into RLE, as predictions."""
+    from pycocotools.coco import COCO
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(shapes_seg_json))
+    img_ids, cat_ids = gt.getImgIds(), gt.getCatIds()
+    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "segmentation": gt.annToRLE(a),
+                "score": 0.9} for a in gt.dataset["annotations"]]
+    assert len(perfect) > len(img_ids) and isinstance(perfect[0]["segmentation"]["counts"], bytes)
+    metrics = score(gt, perfect, img_ids, cat_ids, iou_type="segm")
+    assert metrics["AP"] == pytest.approx(1.0) and metrics["AR100"] == pytest.approx(1.0)
+    assert score(gt, [], img_ids, cat_ids, iou_type="segm")["AP"] == 0
 
 
 # --------------------------------------------------------------------------------------------------- annotations
@@ -431,3 +534,85 @@ def test_eval_coco_bad_input(shapes_model, tmp_path):
         evaluate(shapes_model, "shapes", topks=(-1,))
     with pytest.raises(FileNotFoundError, match="missing.json"):
         evaluate(shapes_model, "shapes", topks=(0,), ann=tmp_path / "missing.json")  # before any validation
+
+
+def test_eval_coco_script_scores_boxes_and_masks_of_a_segmentation_model(seg_model, shapes_seg_json, cli_env,
+                                                                         tmp_path):
+    """The script on a segmentation model: a bbox table and a segm table, and rows whose mask_* metrics are
+    COCOeval(iouType='segm') run directly on the run's saved mask results (the same detections as the boxes)."""
+    from pycocotools.coco import COCO
+
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--model", str(seg_model), "--data", "shapes-seg", "--topk", "0", "8",
+         "--imgsz", "64", "--out", str(tmp_path / "res"), f"project={tmp_path}", "plots=False"],
+        cwd=tmp_path, env=cli_env, capture_output=True, text=True)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    head = "pst_topk " + " ".join(COCO_METRICS)
+    lines = out.stdout.splitlines()
+    tables = [i for i, line in enumerate(lines) if " ".join(line.split()).startswith(head)]
+    assert len(tables) == 2 and "COCO bbox" in lines[tables[0] - 1] and "COCO segm" in lines[tables[1] - 1]
+    rows = json.loads((tmp_path / "res.json").read_text())
+    assert [r["pst_topk"] for r in rows] == [0, 8]
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(shapes_seg_json))
+    for k, r in enumerate(rows):
+        assert r["images"] == 64 and r["ann"] == str(shapes_seg_json.resolve())
+        assert list(r)[1:25] == [*COCO_METRICS, *MASK_METRICS]
+        boxes, masks = (json.loads(Path(r[key]).read_text()) for key in ("results", "mask_results"))
+        assert len(boxes) == len(masks) == r["detections"] > 0
+        assert [(b["image_id"], b["category_id"], b["score"]) for b in boxes] == [
+            (m["image_id"], m["category_id"], m["score"]) for m in masks]
+        assert {m: r[m] for m in COCO_METRICS} == pytest.approx(coco_stats(gt, boxes, "bbox"), abs=1e-12)
+        direct = coco_stats(gt, masks, "segm")
+        assert {m: r[f"mask_{m}"] for m in COCO_METRICS} == pytest.approx(direct, abs=1e-12)
+        # masks in original image pixels (the 1-epoch model's are empty: real masks are scored in the next test)
+        assert {tuple(m["segmentation"]["size"]) for m in masks} == {(160, 160)}
+        assert r["ul_mask_mAP50-95"] is not None and r["ul_mAP50-95"] is not None
+        bbox_cells, segm_cells = (lines[t + 1 + k].split() for t in tables)
+        assert bbox_cells[1:13] == [f"{r[m]:.3f}" for m in COCO_METRICS]
+        assert segm_cells[1:13] == [f"{r[m]:.3f}" for m in MASK_METRICS]
+    with open(tmp_path / "res.csv") as f:
+        assert [float(c["mask_AP"]) for c in csv.DictReader(f)] == [r["mask_AP"] for r in rows]
+
+
+def test_segmentation_model_against_a_json_without_masks_is_a_clear_error(seg_model, shapes_seg_json, tmp_path):
+    coco = json.loads(shapes_seg_json.read_text())
+    boxes_only = tmp_path / "boxes_only.json"
+    boxes_only.write_text(json.dumps({**coco, "annotations": [
+        {k: v for k, v in a.items() if k != "segmentation"} for a in coco["annotations"]]}))
+    with pytest.raises(ValueError, match=r"objects of the scored images in .*boxes_only.json have no mask "
+                                         r"\('segmentation'.*pass an instances json with masks"):
+        evaluate(seg_model, "shapes-seg", topks=(0,), ann=boxes_only, imgsz=64, project=str(tmp_path),
+                 plots=False, verbose=False)
+
+
+class SegOracleValidator(SegmentationValidator):
+    """Scores each image's ground-truth boxes and masks (at the validation size, as the model's would be) as its
+    predictions, with seeded random scores; Ultralytics scales them back to the original images as it does the
+    model's."""
+
+    def update_metrics(self, preds, batch):
+        rng = np.random.default_rng(self.batch_i)
+        out = []
+        for si in range(len(preds)):
+            pbatch = self._prepare_batch(si, batch)
+            conf = torch.from_numpy(rng.uniform(0.3, 1.0, len(pbatch["cls"]))).float()
+            order = conf.argsort(descending=True)
+            out.append({"bboxes": pbatch["bboxes"][order], "conf": conf[order], "cls": pbatch["cls"][order],
+                        "masks": pbatch["masks"][order]})
+        super().update_metrics(out, batch)
+
+
+def test_ground_truth_masks_through_a_validation_run_score_high_segm(seg_model, shapes_seg_json, tmp_path):
+    """Real masks through Ultralytics' own json (RLE of masks scaled back to 160 px): segm rows equal a direct
+    COCOeval(iouType='segm') on the saved results, and score high (mask labels are at 1/4 resolution, so not 1)."""
+    from pycocotools.coco import COCO
+
+    (row,) = evaluate(seg_model, "shapes-seg", topks=(0,), validator=SegOracleValidator, imgsz=160, batch=16,
+                      project=str(tmp_path), plots=False, verbose=False)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(shapes_seg_json))
+    masks = json.loads(Path(row["mask_results"]).read_text())
+    assert len(masks) == len(gt.dataset["annotations"]) == row["detections"]
+    assert {m: row[f"mask_{m}"] for m in COCO_METRICS} == pytest.approx(coco_stats(gt, masks, "segm"), abs=1e-12)
+    assert row["AP50"] > 0.9 and row["mask_AP50"] > 0.5 and row["ul_mask_mAP50-95"] > 0.5, row

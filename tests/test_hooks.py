@@ -41,6 +41,9 @@ HOOKED = {  # every name pst_yolo wraps -> the module of pst_yolo.hooks that wra
     "ultralytics.nn.tasks.BaseModel.load": "transfer",
     "ultralytics.utils.export.engine.onnx2engine": "export",
 }
+HOOKED_PER_RUN = {  # every method pst_yolo wraps on single objects only (for one run) -> the module that wraps it
+    "ultralytics.models.yolo.detect.val.DetectionValidator.pred_to_json": "coco",
+}
 
 
 def hooked(name: str):
@@ -58,6 +61,34 @@ def test_exactly_the_documented_hooks_are_installed():
         assert fn.__code__.co_filename.endswith(os.path.join("hooks", f"{module}.py")), name  # wraps() keeps names
         doc = inspect.getdoc(getattr(pst_yolo.hooks, module))  # the module docstring says what it hooks and why
         assert name.rsplit(".", 1)[1] in doc, (name, module)
+
+
+def test_per_run_hooks_are_documented_and_change_one_object_only():
+    """``pred_to_json`` is wrapped on the validator of a pst_yolo COCO run, never on its class or other validators."""
+    from ultralytics.models.yolo.detect import DetectionValidator
+
+    from pst_yolo.hooks.coco import record_im_file
+
+    assert set(_common.PER_RUN) == set(HOOKED_PER_RUN)
+    for name, module in HOOKED_PER_RUN.items():
+        owner, method = _common.PER_RUN[name], name.rsplit(".", 1)[1]
+        assert not getattr(inspect.getattr_static(owner, method), _common.HOOK, False), name  # the class: stock
+        assert method in inspect.getdoc(getattr(pst_yolo.hooks, module)), (name, module)
+    stock, ours = DetectionValidator(), DetectionValidator()
+    record_im_file(ours)
+    record_im_file(ours)  # idempotent: wrapped once
+    assert "pred_to_json" not in vars(stock) and "pred_to_json" in vars(ours)
+    assert vars(ours)["pred_to_json"].__code__.co_filename.endswith(os.path.join("hooks", "coco.py"))
+    assert DetectionValidator.pred_to_json is _common.PER_RUN[next(iter(HOOKED_PER_RUN))].pred_to_json
+    ours.class_map, pbatch = list(range(1, 81)), {"im_file": "/d/cam1/0001.jpg"}
+    for v in (stock, ours):
+        v.jdict = []
+        predn = {"bboxes": torch.tensor([[1.0, 2.0, 5.0, 8.0]]), "conf": torch.tensor([0.5]), "cls": torch.tensor([0])}
+        v.class_map = ours.class_map
+        v.pred_to_json(predn, pbatch)
+    assert ours.jdict == [{**stock.jdict[0], "im_file": "/d/cam1/0001.jpg"}]
+    assert stock.jdict == [{"image_id": 1, "file_name": "0001.jpg", "category_id": 1, "bbox": [1.0, 2.0, 4.0, 6.0],
+                            "score": 0.5}]
 
 
 def test_stock_defaults_are_untouched():

@@ -116,6 +116,20 @@ def test_task_sets_are_deterministic(small_sets, tmp_path):
         assert all((root / f).read_bytes() == (again / f).read_bytes() for f in files)
 
 
+def test_task_sets_refuse_foreign_or_other_sets_unless_forced(small_sets, tmp_path):
+    root = small_sets["pose"]
+    with pytest.raises(ValueError, match=r"holds a set made with .*'n_val': 3.* not .*'n_val': 2.*pass force=True"):
+        generate_task(root.parent / "pose", "pose", n_train=6, n_val=2, imgsz=96)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match=r"mine exists and is not a generated shapes-obb set \(no "):
+        generate_task(tmp_path / "mine", "obb", n_train=2, n_val=1, imgsz=64)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    again = generate_task(tmp_path / "pose", "pose", n_train=2, n_val=1, imgsz=64)
+    assert generate_task(again, "pose", n_train=3, n_val=1, imgsz=64, force=True) == again
+    assert len(list((again / "images" / "train").iterdir())) == 3
+
+
 def test_segment_polygons_are_the_drawn_shapes(small_sets):
     """Filling each label polygon gives a mask that covers exactly the pixels of one object colour in the image."""
     root = small_sets["segment"]

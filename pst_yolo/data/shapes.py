@@ -207,6 +207,58 @@ def _write(out: Path, params: dict) -> None:
     (out / META).write_bytes(json.dumps(params, indent=2, sort_keys=True).encode())  # last: marks it complete
 
 
+def _generate_atomically(
+    root: Path, params: dict, write, what: str, force: bool = False, made: str | None = None
+) -> Path:
+    """Write a generated dataset at ``root`` unless the same one is there: the check and atomic swap of every set.
+
+    ``root`` holding a set made with ``params`` (its metadata file, written last) is returned as is; a set made with
+    other parameters is replaced only with ``force``; anything else that is not empty is refused. The set is written
+    by ``write(tmp, params)`` into a temporary sibling directory and renamed into place, so an interrupted run never
+    leaves a partial dataset at ``root``.
+
+    Args:
+        root (Path): Absolute dataset root.
+        params (dict): The generation parameters, as stored in the metadata file.
+        write (Callable[[Path, dict], None]): Writes the whole set into the (new) directory it is given, the metadata
+            file last.
+        what (str): The kind of set in messages (``"shapes dataset"``).
+        force (bool): Replace a set at ``root`` that was generated with other parameters.
+        made (str | None): How a set made with other parameters is named in messages (default ``"a {what}"``).
+
+    Returns:
+        ``root``.
+
+    Raises:
+        ValueError: If ``root`` holds a set made with other parameters and ``force`` is False.
+        FileExistsError: If ``root`` is a non-empty directory (or a file) that is not a generated set.
+    """
+    meta = _read_meta(root)
+    if meta == params:
+        return root
+    if meta is not None and not force:
+        made = made or f"a {what}"
+        raise ValueError(f"{root} holds {made} made with {meta}, not {params}; pass force=True to replace it")
+    if meta is None and root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise FileExistsError(f"{root} exists and is not a generated {what} (no {META}); not overwriting it")
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp, old = (root.parent / f".{root.name}.{tag}-{os.getpid()}" for tag in ("tmp", "old"))
+    try:
+        write(tmp, params)
+        if root.exists():  # an empty directory or our own stale dataset: move it aside, swap, then delete it
+            os.rename(root, old)
+        try:
+            os.rename(tmp, root)
+        except OSError:  # another process (e.g. a second DDP rank) finished the same dataset first
+            if _read_meta(root) != params:
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return root
+
+
 def generate(
     root: str | Path,
     seed: int = 0,
@@ -255,26 +307,4 @@ def generate(
         raise ValueError(f"shapes needs n_train >= 1, n_val >= 1 and imgsz >= 16, got {params}")
     if not (0 <= params["empty_frac"] <= 1 and 0 <= params["rect_frac"] <= 1):
         raise ValueError(f"empty_frac and rect_frac must lie in [0, 1], got {params}")
-    meta = _read_meta(root)
-    if meta == params:
-        return root
-    if meta is not None and not force:
-        raise ValueError(f"{root} holds a shapes dataset made with {meta}, not {params}; pass force=True to replace it")
-    if meta is None and root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise FileExistsError(f"{root} exists and is not a generated shapes dataset (no {META}); not overwriting it")
-
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp, old = (root.parent / f".{root.name}.{tag}-{os.getpid()}" for tag in ("tmp", "old"))
-    try:
-        _write(tmp, params)
-        if root.exists():  # an empty directory or our own stale dataset: move it aside, swap, then delete it
-            os.rename(root, old)
-        try:
-            os.rename(tmp, root)
-        except OSError:  # another process (e.g. a second DDP rank) finished the same dataset first
-            if _read_meta(root) != params:
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-    return root
+    return _generate_atomically(root, params, _write, "shapes dataset", force)

@@ -20,14 +20,13 @@ atomic write follow :mod:`pst_yolo.data.shapes`, whose ``shapes`` set itself is 
 from __future__ import annotations
 
 import json
-import os
-import shutil
+from functools import partial
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .shapes import JPEG_QUALITY, META, NAMES, _background, _rasterize, _read_meta, _unit_outline
+from .shapes import JPEG_QUALITY, META, NAMES, _background, _generate_atomically, _rasterize, _unit_outline
 
 __all__ = ["TASKS", "generate_task"]
 
@@ -128,7 +127,7 @@ def _label(task: str, obj: dict, w: int, h: int) -> str:
     return " ".join([str(obj["cls"])] + [f"{v:.8f}" for v in xy.ravel()])
 
 
-def _write(out: Path, task: str, params: dict) -> None:
+def _write(out: Path, params: dict, task: str) -> None:
     seed, imgsz = params["seed"], params["imgsz"]
     coco = {"images": [], "annotations": []}
     index = 0
@@ -207,25 +206,4 @@ def generate_task(
               "imgsz": int(imgsz)}
     if params["n_train"] < 1 or params["n_val"] < 1 or params["imgsz"] < 32:
         raise ValueError(f"{TASKS[task]} needs n_train >= 1, n_val >= 1 and imgsz >= 32, got {params}")
-    meta = _read_meta(root)
-    if meta == params:
-        return root
-    if meta is not None and not force:
-        raise ValueError(f"{root} holds a set made with {meta}, not {params}; pass force=True to replace it")
-    if meta is None and root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise FileExistsError(f"{root} exists and is not a generated {TASKS[task]} set (no {META}); not overwriting it")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp, old = (root.parent / f".{root.name}.{tag}-{os.getpid()}" for tag in ("tmp", "old"))
-    try:
-        _write(tmp, task, params)
-        if root.exists():
-            os.rename(root, old)
-        try:
-            os.rename(tmp, root)
-        except OSError:  # another process finished the same set first
-            if _read_meta(root) != params:
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-    return root
+    return _generate_atomically(root, params, partial(_write, task=task), f"{TASKS[task]} set", force, made="a set")

@@ -14,11 +14,13 @@ Ultralytics that moves one fails loudly at import (pst_yolo is tested with ``SUP
 - ``export``: exports run the requested ``pst_topk``; TensorRT export of PST models fails in one sentence and checks
   ops first.
 - ``transfer``: loading stock weights into a PST model transfers nothing into the PST rows.
+- ``coco``: the detections of pst_yolo's COCO runs record their image's path (``pred_to_json``, wrapped on that run's
+  validator object only).
 """
 
 from __future__ import annotations
 
-from . import ddp, export, models, names, safe_load, topk, transfer
+from . import coco, ddp, export, models, names, safe_load, topk, transfer
 from ._common import HOOK, SUPPORTED
 
 __all__ = ("HOOK", "SUPPORTED", "register")
@@ -26,5 +28,5 @@ __all__ = ("HOOK", "SUPPORTED", "register")
 
 def register() -> None:
     """Install pst_yolo's hooks into Ultralytics (idempotent)."""
-    for module in (models, names, topk, ddp, safe_load, export, transfer):
+    for module in (models, names, topk, ddp, safe_load, export, transfer, coco):
         module.register()

@@ -5,11 +5,12 @@ from __future__ import annotations
 import inspect
 from functools import wraps
 
-__all__ = ("HOOK", "INSTALLED", "SUPPORTED", "install", "target")
+__all__ = ("HOOK", "INSTALLED", "PER_RUN", "SUPPORTED", "install", "target")
 
 SUPPORTED = "ultralytics>=8.4.190,<8.5"  # keep in sync with pyproject.toml
 HOOK = "_pst_yolo_hook"  # attribute marking our wrappers (idempotence)
 INSTALLED: dict[str, object] = {}  # "module.name" -> the owner (module or class) of every hooked name
+PER_RUN: dict[str, object] = {}  # "module.Class.name" -> the class of every method wrapped on single objects only
 
 
 def target(module, name: str, params: tuple[str, ...]):
