@@ -47,6 +47,7 @@ __all__ = (
     "write_report",
 )
 
+DEFAULT_EXTRA = {"cache": "ram"}  # decoded images kept in memory (no JPEG decoding every epoch); part of the key
 AUTHORS_INIT_STD = 0.02  # the authors' truncated-normal std for the convolutions of their PST block
 
 
@@ -106,18 +107,20 @@ class Budget:
     """
 
     data: str = "shapes"
-    epochs: int = 160
-    imgsz: int = 160
+    epochs: int = 100
+    imgsz: int = 128
     batch: int = 16
     fraction: float = 1.0
     workers: int = 2
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=lambda: dict(DEFAULT_EXTRA))
 
     def key(self) -> str:
         """A short text naming the budget; rows are finished per budget.
 
         Examples:
             >>> Budget("shapes", 2, 64, 16, 0.1).key()
+            'shapes e2 i64 b16 f0.1 cache=ram'
+            >>> Budget("shapes", 2, 64, 16, 0.1, extra={}).key()
             'shapes e2 i64 b16 f0.1'
         """
         extra = " ".join(f"{k}={v}" for k, v in sorted(self.extra.items()))
