@@ -25,16 +25,18 @@ CONFIGS = (
     "yolo26{n,s,m}-seg-pst.yaml"
 )
 DATASETS = [
-    "  coco         COCO 2017 detection, 80 classes, 118k train / 5k val images (needs internet on first use)",
-    "  coco8        first 8 images of COCO train2017 split 4/4, for smoke tests (needs internet on first use)",
-    "  shapes       offline synthetic shapes, 6 classes, 512 train / 128 val images generated on first use "
+    "  coco            COCO 2017 detection, 80 classes, 118k train / 5k val images (needs internet on first use)",
+    "  coco8           first 8 images of COCO train2017 split 4/4, for smoke tests (needs internet on first use)",
+    "  shapes          offline synthetic shapes, 6 classes, 512 train / 128 val images generated on first use "
     "(no internet)",
-    "  shapes-seg   offline shapes with exact instance polygons (segment), 256 train / 64 val images, COCO json with "
-    "polygons",
-    "  shapes-pose  offline shapes with 5 keypoints each (top, right, bottom, left, centre; with visibility), 256 / 64 "
-    "images",
-    "  shapes-obb   offline rotated shapes with tight oriented boxes (obb), 256 train / 64 val images",
-    "  shapes-cls   offline classification image folder, one shape per image, 6 classes, 240 train / 60 val images",
+    "  shapes-context  offline marks classed by the shape they lie in (context decides the class), 3 classes, 512 / "
+    "128 images",
+    "  shapes-seg      offline shapes with exact instance polygons (segment), 256 train / 64 val images, COCO json "
+    "with polygons",
+    "  shapes-pose     offline shapes with 5 keypoints each (top, right, bottom, left, centre; with visibility), 256 / "
+    "64 images",
+    "  shapes-obb      offline rotated shapes with tight oriented boxes (obb), 256 train / 64 val images",
+    "  shapes-cls      offline classification image folder, one shape per image, 6 classes, 240 train / 60 val images",
 ]
 
 
@@ -162,7 +164,7 @@ def test_checks_name_the_plugin(cli_env, tmp_path):
         f"pst-yolo               ✅ {pst_yolo.__version__} (tested with ultralytics>=8.4.190,<8.5; found "
         f"{ultralytics.__version__})",
         "PST configs            " + CONFIGS.split(": ", 1)[1],
-        "named datasets         coco, coco8, shapes, shapes-seg, shapes-pose, shapes-obb, shapes-cls",
+        "named datasets         coco, coco8, shapes, shapes-context, shapes-seg, shapes-pose, shapes-obb, shapes-cls",
     ]
 
 

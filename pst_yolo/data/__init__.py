@@ -1,4 +1,4 @@
-"""Datasets: the offline synthetic ``shapes`` generator and the index of named datasets (``datasets.yaml``).
+"""Datasets: the offline synthetic ``shapes`` generators and the index of named datasets (``datasets.yaml``).
 
 Nothing here imports Ultralytics; :func:`dataset_yaml` returns what Ultralytics' ``data=`` argument accepts.
 """
@@ -10,10 +10,21 @@ from pathlib import Path
 import yaml
 
 from ..utils import resource_path
+from .context import NAMES as CONTEXT_NAMES
+from .context import generate_context
 from .shapes import NAMES, generate
 from .tasks import TASKS, generate_task
 
-__all__ = ["NAMES", "TASKS", "dataset_yaml", "generate", "generate_task", "load_index"]
+__all__ = [
+    "CONTEXT_NAMES",
+    "NAMES",
+    "TASKS",
+    "dataset_yaml",
+    "generate",
+    "generate_context",
+    "generate_task",
+    "load_index",
+]
 
 
 def load_index() -> dict:
@@ -26,7 +37,7 @@ def load_index() -> dict:
 
     Examples:
         >>> sorted(load_index())
-        ['coco', 'coco8', 'shapes', 'shapes-cls', 'shapes-obb', 'shapes-pose', 'shapes-seg']
+        ['coco', 'coco8', 'shapes', 'shapes-cls', 'shapes-context', 'shapes-obb', 'shapes-pose', 'shapes-seg']
     """
     with open(resource_path("datasets.yaml"), encoding="utf-8") as f:
         return yaml.safe_load(f)

@@ -162,6 +162,43 @@ def _read_meta(root: Path) -> dict | None:
     return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
 
 
+def _yolo_rows(boxes: list[tuple[int, int, int, int, int]], w: int, h: int) -> bytes:
+    """YOLO label file of ``(cls, x0, y0, x1, y1)`` pixel-edge boxes in a ``w`` x ``h`` image: ``cls cx cy w h``."""
+    rows = [
+        f"{c} {(x0 + x1) / 2 / w:.8f} {(y0 + y1) / 2 / h:.8f} {(x1 - x0) / w:.8f} {(y1 - y0) / h:.8f}\n"
+        for c, x0, y0, x1, y1 in boxes
+    ]
+    return "".join(rows).encode()
+
+
+def _coco_boxes(image_id: int, boxes: list[tuple[int, int, int, int, int]], last_id: int) -> list[dict]:
+    """COCO annotations of the ``(cls, x0, y0, x1, y1)`` boxes of image ``image_id``, numbered from ``last_id + 1``."""
+    return [
+        {
+            "id": last_id + k,
+            "image_id": image_id,
+            "category_id": c + 1,  # Ultralytics maps class c -> category c + 1 for non-COCO data
+            "bbox": [x0, y0, x1 - x0, y1 - y0],
+            "area": (x1 - x0) * (y1 - y0),
+            "iscrowd": 0,
+        }
+        for k, (c, x0, y0, x1, y1) in enumerate(boxes, 1)
+    ]
+
+
+def _write_coco(out: Path, description: str, images: list, annotations: list, names: list, supercategory: str) -> None:
+    """Write ``out/annotations/instances_val.json``: COCO instances with categories ``1..len(names)``."""
+    coco = {
+        "info": {"description": description},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": i + 1, "name": n, "supercategory": supercategory} for i, n in enumerate(names)],
+    }
+    (out / "annotations").mkdir()
+    (out / "annotations" / "instances_val.json").write_bytes(json.dumps(coco).encode())
+
+
 def _write(out: Path, params: dict) -> None:
     """Write the complete dataset described by ``params`` into the (new) directory ``out``."""
     seed, imgsz, n_train, n_val = params["seed"], params["imgsz"], params["n_train"], params["n_val"]
@@ -177,33 +214,11 @@ def _write(out: Path, params: dict) -> None:
             h, w = img.shape[:2]
             stem = f"{index:012d}"
             cv2.imwrite(str(out / "images" / split / f"{stem}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-            rows = [
-                f"{c} {(x0 + x1) / 2 / w:.8f} {(y0 + y1) / 2 / h:.8f} {(x1 - x0) / w:.8f} {(y1 - y0) / h:.8f}\n"
-                for c, x0, y0, x1, y1 in boxes
-            ]
-            (out / "labels" / split / f"{stem}.txt").write_bytes("".join(rows).encode())
+            (out / "labels" / split / f"{stem}.txt").write_bytes(_yolo_rows(boxes, w, h))
             if split == "val":
                 images.append({"id": index, "file_name": f"{stem}.jpg", "width": w, "height": h})
-                annotations += [
-                    {
-                        "id": len(annotations) + k,
-                        "image_id": index,
-                        "category_id": c + 1,  # Ultralytics maps class c -> category c + 1 for non-COCO data
-                        "bbox": [x0, y0, x1 - x0, y1 - y0],
-                        "area": (x1 - x0) * (y1 - y0),
-                        "iscrowd": 0,
-                    }
-                    for k, (c, x0, y0, x1, y1) in enumerate(boxes, 1)
-                ]
-    coco = {
-        "info": {"description": f"pst_yolo synthetic shapes, val split, {params}"},
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(NAMES)],
-    }
-    (out / "annotations").mkdir()
-    (out / "annotations" / "instances_val.json").write_bytes(json.dumps(coco).encode())
+                annotations += _coco_boxes(index, boxes, len(annotations))
+    _write_coco(out, f"pst_yolo synthetic shapes, val split, {params}", images, annotations, NAMES, "shape")
     (out / META).write_bytes(json.dumps(params, indent=2, sort_keys=True).encode())  # last: marks it complete
 
 

@@ -6,8 +6,8 @@ Ultralytics that moves one fails loudly at import (pst_yolo is tested with ``SUP
 
 - ``models``: YAML rows naming ``PST`` build like stock modules (``parse_model``).
 - ``names``: configs and datasets resolve by bare name from any directory; a name found nowhere lists the known ones,
-  ``shapes`` and ``shapes-cls`` are generated (not "downloaded") on first use, and a failed ``data=`` leaves no empty
-  run directory (``check_file``, ``BaseTrainer.get_dataset``, ``BaseValidator.__call__``).
+  ``shapes``, ``shapes-context`` and ``shapes-cls`` are generated (not "downloaded") on first use, and a failed
+  ``data=`` leaves no empty run directory (``check_file``, ``BaseTrainer.get_dataset``, ``BaseValidator.__call__``).
 - ``topk``: ``pst_topk`` is an argument of every mode and reaches the PST layers that run.
 - ``ddp``: multi-GPU workers import pst_yolo.
 - ``safe_load``: restricted loading accepts PST checkpoints; a damaged checkpoint is named as such.

@@ -7,9 +7,9 @@ Names that exist as files, or that are not pst_yolo's, go to the stock function 
 
 - a name found nowhere fails with Ultralytics' own ``FileNotFoundError`` (same type, same first sentence), which goes
   on to list the PST configs (``model=``) or the named datasets (``data=``);
-- a data YAML of pst_yolo's that is generated rather than downloaded (``shapes``) is generated when ``data=`` resolves
-  to it, with its own log lines, before ``check_det_dataset`` would report its images missing and run the YAML's
-  ``download:`` script (the fallback for copies of the YAML) under "Dataset download success";
+- a data YAML of pst_yolo's that is generated rather than downloaded (``shapes``, ``shapes-context``) is generated
+  when ``data=`` resolves to it, with its own log lines, before ``check_det_dataset`` would report its images missing
+  and run the YAML's ``download:`` script (the fallback for copies of the YAML) under "Dataset download success";
 - ``BaseTrainer.get_dataset`` and ``BaseValidator.__call__`` (their ``data=`` checks run after the run directory was
   made): a classification set named in ``datasets.yaml`` (``data=shapes-cls``, an entry with ``dir``) is generated
   on first use and passed on as its folder (Ultralytics finds a classification directory only in the working
@@ -86,13 +86,15 @@ def _wrap_check_file(check_file, data: bool):
 
 
 def _generate_if_missing(yaml_file: str, logger) -> None:
-    """Generate the dataset of pst_yolo's ``shapes.yaml`` into Ultralytics' ``datasets_dir`` unless it is there."""
+    """Generate the dataset of pst_yolo's ``shapes.yaml`` or ``shapes-context.yaml`` into Ultralytics'
+    ``datasets_dir`` unless it is there."""
     import ultralytics.data.utils as data_utils
 
-    from ..data import shapes
+    from ..data import context, shapes
 
     file = Path(yaml_file)
-    if file.name != "shapes.yaml" or file.resolve() != _resources()["shapes.yaml"].resolve():
+    generators = {"shapes.yaml": shapes.generate, "shapes-context.yaml": context.generate_context}
+    if file.name not in generators or file.resolve() != _resources()[file.name].resolve():
         return
     import yaml
 
@@ -100,9 +102,10 @@ def _generate_if_missing(yaml_file: str, logger) -> None:
     root = Path(data_utils.DATASETS_DIR) / data["path"]
     if (root / data["val"]).exists():  # check_det_dataset's own test for "images not found"
         return
-    logger.info(f"shapes: generating the offline synthetic dataset in {root} (first use; nothing is downloaded)")
-    shapes.generate(root)
-    logger.info(f"shapes: dataset ready in {root}")
+    name = file.stem
+    logger.info(f"{name}: generating the offline synthetic dataset in {root} (first use; nothing is downloaded)")
+    generators[file.name](root)
+    logger.info(f"{name}: dataset ready in {root}")
 
 
 def _image_folder(data) -> str | None:
