@@ -139,13 +139,30 @@ def run_task_study(pairs: list[str], seed: int, budget: Budget, csv_path: str | 
     return added
 
 
+def _command(budget: str, pairs: list[str]) -> str:
+    """The scripts/task_study.py command line that trains ``pairs`` under the budget named ``budget`` (its key).
+
+    Examples:
+        >>> _command("tasks e30 i128 b16 f1.0", ["yolo11-seg"])
+        'python scripts/task_study.py --pairs yolo11-seg --epochs 30 --imgsz 128 --batch 16'
+        >>> _command("tasks e100 i64 b16 f0.5 lr0=0.01", ["yolo11-cls"])
+        'python scripts/task_study.py --pairs yolo11-cls --epochs 100 --imgsz 64 --batch 16 --fraction 0.5 lr0=0.01'
+    """
+    _, e, i, b, f, *extra = budget.split(" ")
+    cmd = f"python scripts/task_study.py --pairs {' '.join(pairs)} --epochs {e[1:]} --imgsz {i[1:]} --batch {b[1:]}"
+    if float(f[1:]) != 1.0:
+        cmd += f" --fraction {f[1:]}"
+    return " ".join([cmd, *extra])
+
+
 def write_task_report(csv_path: str | Path, md_path: str | Path, preamble: str = "") -> Path:
     """Write the per-task table (PST vs stock and their difference) of every budget in the CSV to ``md_path``."""
     rows = read_task_rows(csv_path)
     lines = ["# PST vs stock on every task (offline sets, one seed)", "", preamble, ""] if preamble else [
         "# PST vs stock on every task (offline sets, one seed)", ""]
     for budget in dict.fromkeys(r["budget"] for r in rows):
-        lines += [f"## Budget `{budget}`", "",
+        names = [n for n in PAIRS if any(r["budget"] == budget and r["pair"] == n for r in rows)]
+        lines += [f"## Budget `{budget}`", "", f"Reproduce: `{_command(budget, names)}`", "",
                   "| task | data | stock | PST | metric | stock | PST | PST - stock | second metric | stock | PST "
                   "| params stock / PST | GFLOPs stock / PST | train min stock / PST |",
                   "|---|---|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
