@@ -187,7 +187,7 @@ def write_task_report(csv_path: str | Path, md_path: str | Path, preamble: str =
                 f"| {v(s, 'gflops', '{:.2f}')} / {v(p, 'gflops', '{:.2f}')} "
                 f"| {minutes(s)} / {minutes(p)} |"
             )
-        env = rows[-1]
+        env = [r for r in rows if r["budget"] == budget][-1]
         lines += ["", f"Machine: {env['machine']}; torch {env['torch']}, ultralytics {env['ultralytics']}, "
                       f"commit {env['commit']}.", ""]
     md_path = Path(md_path)
