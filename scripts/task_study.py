@@ -65,8 +65,8 @@ def main(argv=None) -> int:
         "at `pst_topk=0` (their default). One seed and a small CPU budget: differences of a few points are within "
         "what another seed changes (see docs/accuracy.md for the multi-seed detection study); models are not "
         "converged at this budget. The classification rows are near chance (6 classes: 0.17) for both models under "
-        "every budget: shapes-cls's 240 training images are memorised, not generalised from, even by a plain training loop "
-        "(`python scripts/cls_learnability.py`), so they say nothing about PST."
+        "every budget: shapes-cls's 240 training images are memorised, not generalised from, even by a plain "
+        "training loop (`python scripts/cls_learnability.py`), so they say nothing about PST."
     )
     print(f"task study: report {write_task_report(args.csv, args.report, preamble)}")
     return 0
