@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -63,6 +64,11 @@ pst-anyk) ~1.2 h per seed.
 """
 
 
+def _stop(signum, frame):
+    """SIGTERM handler: stop like Ctrl-C (finished rows are kept; an interrupted training resumes next time)."""
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
 def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
     from pst_yolo.study import RECIPES, Budget
 
@@ -103,7 +109,7 @@ def how_to_run(report: Path) -> str:
 
 def main(argv=None) -> int:
     args, extra = parse_args(argv)
-    from pst_yolo.study import DEFAULT_EXTRA, Budget, environment, run_study, write_report
+    from pst_yolo.study import DEFAULT_EXTRA, Budget, environment, read_rows, run_study, write_report
 
     csv_path, report = Path(args.csv), Path(args.report)
     log = csv_path.with_suffix(".log.jsonl")  # one line per invocation: command, commit, versions, wall time
@@ -112,24 +118,33 @@ def main(argv=None) -> int:
     if not args.report_only:
         t0, command = time.time(), shlex.join([Path(sys.argv[0]).name if argv is None else "study.py",
                                                 *(sys.argv[1:] if argv is None else argv)])
-        added = run_study(args.recipes, args.seeds, budget, csv_path, args.out, tuple(args.topks or ()) or None)
+        before, stopped = len(read_rows(csv_path)), ""
+        signal.signal(signal.SIGTERM, _stop)  # `kill` (as well as Ctrl-C) still logs this invocation
+        try:
+            run_study(args.recipes, args.seeds, budget, csv_path, args.out, tuple(args.topks or ()) or None)
+        except KeyboardInterrupt as e:
+            stopped = str(e) or "interrupted (Ctrl-C)"
+        added = len(read_rows(csv_path)) - before
         entry = {"command": f"python scripts/{command}", "budget": budget.key(), "rows_added": added,
-                 "wall_s": round(time.time() - t0, 1), "ended": time.strftime("%Y-%m-%dT%H:%M:%S"), **environment()}
+                 "wall_s": round(time.time() - t0, 1), "ended": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                 **({"stopped": stopped} if stopped else {}), **environment()}
         with open(log, "a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
-        print(f"study: {added} rows added to {csv_path} in {entry['wall_s']:.0f} s")
+        print(f"study: {added} rows added to {csv_path} in {entry['wall_s']:.0f} s{'; ' + stopped if stopped else ''}")
+        if stopped and not read_rows(csv_path):
+            return 130  # nothing to report yet
     commands = []
     if log.is_file():
         commands = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     runs_md = "\n".join(
         ["## Invocations", "", "| command | rows added | wall time | commit | ended |", "|---|---:|---:|---|---|"]
-        + [f"| `{c['command']}` | {c['rows_added']} | {c['wall_s'] / 60:.1f} min | {c['commit']} | {c['ended']} |"
-           for c in commands if "command" in c]
+        + [f"| `{c['command']}`{' (' + c['stopped'] + ')' if c.get('stopped') else ''} | {c['rows_added']} | "
+           f"{c['wall_s'] / 60:.1f} min | {c['commit']} | {c['ended']} |" for c in commands if "command" in c]
     )
     write_report(csv_path, report, out=args.out, budget=None if args.report_only else budget.key(),
                  banner=args.banner, how_to_run=runs_md + "\n" + how_to_run(report))
     print(f"study: report {report}")
-    return 0
+    return 130 if not args.report_only and stopped else 0
 
 
 if __name__ == "__main__":

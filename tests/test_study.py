@@ -140,3 +140,31 @@ print("ADDED", added)
     rows = study.read_rows(tmp_path / "s.csv")
     assert [(r["recipe"], r["pst_topk"]) for r in rows] == [("pst-anyk", "0"), ("pst-anyk", "8")]
     assert "ADDED 0" in runner("live").stdout  # nothing left to do
+
+
+def test_killed_runner_logs_its_invocation(tmp_path, cli_env):
+    """`kill` (SIGTERM) stops scripts/study.py like Ctrl-C: exit 130, the lock released, the invocation logged as
+    stopped with the rows it added (none here: killed during its first training)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "study.py"
+    csv_path = tmp_path / "s.csv"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "--recipes", "yolo11n", "--seeds", "0", "--epochs", "50", "--imgsz", "32",
+         "--fraction", "0.05", "--workers", "0", "--csv", str(csv_path), "--report", str(tmp_path / "r.md"),
+         "--out", str(tmp_path / "out")], cwd=tmp_path, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    deadline = time.time() + 120
+    while not list((tmp_path / "out").rglob("results.csv")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)  # the first epoch has ended: the runner is inside its training
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, out[-3000:]
+    entry = json.loads(csv_path.with_suffix(".log.jsonl").read_text().splitlines()[-1])
+    assert entry["stopped"] == f"stopped by signal {int(signal.SIGTERM)}" and entry["rows_added"] == 0
+    assert not (tmp_path / "out" / "study.lock").exists()
+    assert "stopped by signal" in out
