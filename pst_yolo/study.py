@@ -192,30 +192,41 @@ def _key(row: dict) -> tuple[str, ...]:
     return tuple(str(row.get(k, "")) for k in KEY)
 
 
-def read_rows(path: str | Path) -> list[dict]:
-    """The rows of a study CSV (empty if it does not exist); numbers as floats, ``pst_topk`` '' for stock models."""
+def read_csv_rows(path: str | Path, numeric: tuple[str, ...]) -> list[dict]:
+    """The rows of a results CSV (empty if it does not exist), the ``numeric`` columns as floats (nan if empty)."""
     path = Path(path)
     if not path.is_file():
         return []
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     for r in rows:
-        for c in (*COCO_METRICS, "ul_mAP50-95", "ul_mAP50", "ms_per_image", "train_s", "train_cpu_s", "eval_s"):
+        for c in numeric:
             r[c] = float(r[c]) if r.get(c) not in (None, "") else math.nan
     return rows
 
 
-def _append_row(path: Path, row: dict) -> None:
+def append_csv_row(path: Path, row: dict, columns: tuple[str, ...]) -> None:
     """Append one row (header first if the file is new) and flush it to disk: an interruption loses no row."""
     new = not path.is_file() or path.stat().st_size == 0
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         if new:
             writer.writeheader()
-        writer.writerow({c: row.get(c, "") for c in COLUMNS})
+        writer.writerow({c: row.get(c, "") for c in columns})
         f.flush()
         os.fsync(f.fileno())
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """The rows of a study CSV (empty if it does not exist); numbers as floats, ``pst_topk`` '' for stock models."""
+    return read_csv_rows(path, (*COCO_METRICS, "ul_mAP50-95", "ul_mAP50", "ms_per_image", "train_s", "train_cpu_s",
+                                "eval_s"))
+
+
+def _append_row(path: Path, row: dict) -> None:
+    """Append one study row (see :func:`append_csv_row`)."""
+    append_csv_row(path, row, COLUMNS)
 
 
 class StudyLock:

@@ -13,16 +13,14 @@ check is :mod:`pst_yolo.study`.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-import os
 import time
 from pathlib import Path
 
 from ultralytics.utils import LOGGER
 
-from .study import Budget, StudyLock, environment
+from .study import Budget, StudyLock, append_csv_row, environment, read_csv_rows
 
 __all__ = ("METRICS", "PAIRS", "read_task_rows", "run_task_study", "write_task_report")
 
@@ -53,27 +51,7 @@ COLUMNS = ("budget", "pair", "task", "data", "model", "pst", "seed", "metric1", 
 
 def read_task_rows(path: str | Path) -> list[dict]:
     """The rows of a task-study CSV (empty if it does not exist), numbers as floats."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        for c in ("metric1", "metric2", "params", "gflops", "train_s", "train_cpu_s"):
-            r[c] = float(r[c]) if r.get(c) not in (None, "") else math.nan
-    return rows
-
-
-def _append(path: Path, row: dict) -> None:
-    new = not path.is_file() or path.stat().st_size == 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerow({c: row.get(c, "") for c in COLUMNS})
-        f.flush()
-        os.fsync(f.fileno())
+    return read_csv_rows(path, ("metric1", "metric2", "params", "gflops", "train_s", "train_cpu_s"))
 
 
 def _train_and_score(task: str, data: str, cfg: str, seed: int, budget: Budget, out: Path) -> dict:
@@ -132,9 +110,9 @@ def run_task_study(pairs: list[str], seed: int, budget: Budget, csv_path: str | 
                     continue
                 LOGGER.info(f"task study: {cfg} on {data} ({budget.key()})")
                 row = _train_and_score(task, data, cfg, seed, budget, out)
-                _append(csv_path, {**row, **env, "budget": budget.key(), "pair": name, "task": task, "data": data,
-                                   "model": cfg, "pst": int(cfg == pst), "seed": seed,
-                                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                row.update(env, budget=budget.key(), pair=name, task=task, data=data, model=cfg, pst=int(cfg == pst),
+                           seed=seed, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                append_csv_row(csv_path, row, COLUMNS)
                 added += 1
     return added
 

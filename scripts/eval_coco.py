@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import yaml
-
 
 def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -35,13 +33,10 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--device", default=None, help="e.g. cpu, 0, 0,1 (default: Ultralytics' choice)")
     parser.add_argument("--out", default="coco_eval", help="output path without suffix (.json and .csv written)")
+    from pst_yolo.utils import parse_key_values
+
     args, rest = parser.parse_known_args(argv)
-    extra = {}
-    for item in rest:
-        key, sep, value = item.partition("=")
-        if not sep or not key or key.startswith("-"):
-            parser.error(f"unrecognized argument {item!r}: extra YOLO.val arguments are written key=value")
-        extra[key] = yaml.safe_load(value)
+    extra = parse_key_values(parser, rest, "extra YOLO.val arguments")
     return args, extra
 
 

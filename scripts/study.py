@@ -25,8 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 
 HOW_TO_RUN = """
@@ -90,13 +88,10 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
     p.add_argument("--out", default=str(ROOT / "runs" / "study"), help="work directory: runs, weights, val outputs")
     p.add_argument("--report-only", action="store_true", help="only regenerate the report from the CSV")
     p.add_argument("--banner", default="", help="a note at the top of the report (e.g. 'smoke run')")
+    from pst_yolo.utils import parse_key_values
+
     args, rest = p.parse_known_args(argv)
-    extra = {}
-    for item in rest:
-        key, sep, value = item.partition("=")
-        if not sep or not key or key.startswith("-"):
-            p.error(f"unrecognized argument {item!r}: extra training arguments are written key=value")
-        extra[key] = yaml.safe_load(value)
+    extra = parse_key_values(p, rest)
     return args, extra
 
 

@@ -18,8 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,13 +38,10 @@ def main(argv=None) -> int:
     p.add_argument("--report", default=str(ROOT / "docs" / "tasks.md"), help="markdown table written from the CSV")
     p.add_argument("--out", default=str(ROOT / "runs" / "task_study"), help="work directory: runs and weights")
     p.add_argument("--report-only", action="store_true", help="only regenerate the report from the CSV")
+    from pst_yolo.utils import parse_key_values
+
     args, rest = p.parse_known_args(argv)
-    extra = {}
-    for item in rest:
-        key, sep, value = item.partition("=")
-        if not sep or not key or key.startswith("-"):
-            p.error(f"unrecognized argument {item!r}: extra training arguments are written key=value")
-        extra[key] = yaml.safe_load(value)
+    extra = parse_key_values(p, rest)
 
     from pst_yolo.study import Budget
     from pst_yolo.task_study import run_task_study, write_task_report
