@@ -32,7 +32,7 @@ def test_script_trains_scores_resumes_and_reports(tmp_path, cli_env):
     the saved weights; a second run adds nothing; the report holds both models and their difference."""
     csv_path, md = tmp_path / "t.csv", tmp_path / "t.md"
     cmd = [sys.executable, str(ROOT / "scripts" / "task_study.py"), "--pairs", "yolo11-cls", "--epochs", "1",
-           "--imgsz", "32", "--fraction", "0.2", "--workers", "0", "--csv", str(csv_path), "--report", str(md),
+           "--imgsz", "32", "--fraction", "0.02", "--workers", "0", "--csv", str(csv_path), "--report", str(md),
            "--out", str(tmp_path / "out")]
     out = run(cmd, tmp_path, cli_env)
     assert "2 rows added" in out

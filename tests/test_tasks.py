@@ -197,6 +197,38 @@ def test_cls_set_by_name(test_root, tmp_path):
     assert metrics.speed["inference"] > 0 and 0 <= metrics.top1 <= 1
 
 
+def test_cls_set_made_with_other_parameters_is_regenerated(tmp_path, monkeypatch):
+    """A shapes-cls left by an older pst_yolo (other size) is replaced by the one datasets.yaml describes, with a log
+    line saying why; a folder pst_yolo did not generate is refused, not overwritten."""
+    import ultralytics.data.utils as data_utils
+    from ultralytics.utils import LOGGER
+
+    from pst_yolo.data import load_index
+    from pst_yolo.hooks.names import _image_folder
+
+    monkeypatch.setattr(data_utils, "DATASETS_DIR", tmp_path)
+    old = generate_task(tmp_path / "shapes-cls", "classify", n_train=6, n_val=3, imgsz=32)
+    messages = []
+    monkeypatch.setattr(LOGGER, "info", lambda msg, *a, **k: messages.append(str(msg)))
+    root = Path(_image_folder("shapes-cls"))
+    spec = load_index()["shapes-cls"]["generate"]
+    assert root == old
+    assert len(list((root / "train").glob("*/*.jpg"))) == spec["n_train"]
+    assert len(list((root / "val").glob("*/*.jpg"))) == spec["n_val"]
+    assert cv2.imread(str(next((root / "val").glob("*/*.jpg")))).shape[:2] == (spec["imgsz"],) * 2
+    assert any("made with other parameters" in m and "'n_train': 6" in m for m in messages), messages
+    messages.clear()
+    assert _image_folder("shapes-cls") == str(root) and not messages  # up to date: left as is, nothing logged
+
+    foreign = tmp_path / "elsewhere"
+    (foreign / "shapes-cls").mkdir(parents=True)
+    (foreign / "shapes-cls" / "mine.txt").write_text("keep")
+    monkeypatch.setattr(data_utils, "DATASETS_DIR", foreign)
+    with pytest.raises(FileExistsError, match="not a generated"):
+        _image_folder("shapes-cls")
+    assert (foreign / "shapes-cls" / "mine.txt").read_text() == "keep"
+
+
 # ------------------------------------------------------------------------------- train -> fresh process -> val/export
 TRAIN = dict(epochs=1, batch=8, workers=0, mosaic=0.0, val=False, plots=False, exist_ok=True, verbose=False)
 CASES = [  # (config, imgsz); 1 epoch on 16 images, validation on 8

@@ -33,7 +33,8 @@ def load_index() -> dict:
     Returns:
         ``{name: {"yaml": ..., "ann": ..., "description": ...}}`` as written in ``datasets.yaml``; ``ann`` (the COCO
         val json relative to the dataset root) is absent for datasets without one; an image-folder (classification)
-        set has ``dir`` (its folder name in Ultralytics' ``datasets_dir``) instead of ``yaml``.
+        set has ``dir`` (its folder name in Ultralytics' ``datasets_dir``) and ``generate`` (the arguments of
+        :func:`generate_task` that make it) instead of ``yaml``.
 
     Examples:
         >>> sorted(load_index())

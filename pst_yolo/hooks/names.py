@@ -110,16 +110,28 @@ def _generate_if_missing(yaml_file: str, logger) -> None:
 
 def _image_folder(data) -> str | None:
     """The path of pst_yolo's named image-folder dataset ``data`` (``datasets.yaml`` entries with ``dir``), generated
-    on first use into Ultralytics' ``datasets_dir``; None for any other value."""
+    on first use into Ultralytics' ``datasets_dir`` with the entry's ``generate`` arguments; None for any other value.
+
+    A set left there by an older pst_yolo (its metadata names other parameters) is regenerated: it is pst_yolo's own
+    output, and validating on it would silently score another dataset. A folder that pst_yolo did not generate is
+    never touched (``generate_task`` refuses it).
+    """
     entry = load_index().get(str(data).strip()) if isinstance(data, str) else None
     if not (entry and entry.get("dir")) or Path(data).is_dir():
         return None
     import ultralytics.data.utils as data_utils
+    from ultralytics.utils import LOGGER
 
     from ..data import generate_task
+    from ..data.shapes import _read_meta
+    from ..data.tasks import VERSION
 
-    return str(generate_task(Path(data_utils.DATASETS_DIR) / entry["dir"], "classify", n_train=240, n_val=60,
-                             imgsz=64))
+    root = Path(data_utils.DATASETS_DIR) / entry["dir"]
+    meta, kwargs = _read_meta(root), dict(entry["generate"])
+    if meta is None or meta.get("version") != VERSION or any(meta.get(k) != v for k, v in kwargs.items()):
+        why = "first use" if meta is None else f"the set there was made with other parameters: {meta}"
+        LOGGER.info(f"{data}: generating the offline synthetic dataset in {root} ({why}; nothing is downloaded)")
+    return str(generate_task(root, kwargs.pop("task"), **kwargs, force=meta is not None))
 
 
 def _wrap_leaving_no_empty_run(method):
