@@ -63,6 +63,7 @@ class Recipe:
         baseline (str | None): Recipe it is compared with, paired per seed (None: it is a baseline).
         init (str): ``"default"`` (PyTorch's, this project's choice) or ``"authors"`` (:func:`init_authors`).
         about (str): One line for the report.
+        label (str): The recipe as the headline table (and the README) names it; default: ``name``.
     """
 
     name: str
@@ -72,22 +73,29 @@ class Recipe:
     baseline: str | None = "yolo11n"
     init: str = "default"
     about: str = ""
+    label: str = ""
 
 
 RECIPES = {
     r.name: r
     for r in (
-        Recipe("yolo11n", "yolo11n.yaml", topks=None, baseline=None, about="stock YOLO11n (the baseline)"),
-        Recipe("pst-coarse", "yolo11n-pst.yaml", about="yolo11n-pst trained coarse-only (pst_topk=0)"),
-        Recipe("pst-k8", "yolo11n-pst.yaml", {"pst_topk": 8}, about="yolo11n-pst trained with fine attention, K=8"),
+        Recipe("yolo11n", "yolo11n.yaml", topks=None, baseline=None, about="stock YOLO11n (the baseline)",
+               label="yolo11n (stock)"),
+        Recipe("pst-coarse", "yolo11n-pst.yaml", about="yolo11n-pst trained coarse-only (pst_topk=0)",
+               label="yolo11n-pst (coarse only, the default)"),
+        Recipe("pst-k8", "yolo11n-pst.yaml", {"pst_topk": 8}, about="yolo11n-pst trained with fine attention, K=8",
+               label="yolo11n-pst (trained at `pst_topk=8`)"),
         Recipe("pst-anyk", "yolo11n-pst.yaml", {"pst_topk_train": [0, 4, 8, 16]},
-               about="yolo11n-pst any-K training (pst_topk_train=0,4,8,16: one K per step), saved with pst_topk=0"),
+               about="yolo11n-pst any-K training (pst_topk_train=0,4,8,16: one K per step), saved with pst_topk=0",
+               label="yolo11n-pst (any-K: `pst_topk_train=0,4,8,16`)"),
         Recipe("pst-coarse-authors-init", "yolo11n-pst.yaml", init="authors",
-               about="pst-coarse with the authors' init (block convs truncated normal, std 0.02)"),
+               about="pst-coarse with the authors' init (block convs truncated normal, std 0.02)",
+               label="yolo11n-pst (coarse only, the authors' init)"),
         Recipe("yolo12n", "yolo12n.yaml", topks=None, baseline=None,
-               about="stock YOLO12n (the baseline of the authors' layout)"),
+               about="stock YOLO12n (the baseline of the authors' layout)", label="yolo12n (stock)"),
         Recipe("yolo12n-pst", "yolo12n-pst.yaml", topks=(0, 8), baseline="yolo12n",
-               about="the authors' layout (YOLO12 backbone + PST), trained coarse-only"),
+               about="the authors' layout (YOLO12 backbone + PST), trained coarse-only",
+               label="yolo12n-pst (the authors' layout, coarse only)"),
     )
 }
 
@@ -549,7 +557,7 @@ def write_report(csv_path: str | Path, md_path: str | Path, out: str | Path | No
     budgets = {}
     for r in all_rows:
         budgets[r["budget"]] = budgets.get(r["budget"], 0) + 1
-    budget = budget or max(budgets, key=budgets.get)
+    budget = budget or report_budget(all_rows)
     rows = [r for r in all_rows if r["budget"] == budget]
     seeds = sorted({int(r["seed"]) for r in rows})
     envs = sorted({(r["commit"], r["torch"], r["ultralytics"], r["machine"]) for r in rows})
@@ -577,6 +585,7 @@ def write_report(csv_path: str | Path, md_path: str | Path, out: str | Path | No
     if others:
         lines.append(f"Rows of other budgets in the CSV, not reported here: {', '.join(f'`{b}`' for b in others)}.")
 
+    lines += ["", "## Headline (the README's table)", "", *headline_table(rows)]
     lines += ["", "## Results (mean ± std over seeds)", "",
               "| recipe | pst_topk | seeds | AP | AP50 | AP75 | APs | APm | APl | AR100 |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -610,6 +619,51 @@ def write_report(csv_path: str | Path, md_path: str | Path, out: str | Path | No
         lines += [how_to_run.strip(), ""]
     md_path.write_text("\n".join(lines), encoding="utf-8")
     return md_path
+
+
+def report_budget(rows: list[dict]) -> str:
+    """The budget a report is about by default: the one with the most rows."""
+    counts = {}
+    for r in rows:
+        counts[r["budget"]] = counts.get(r["budget"], 0) + 1
+    return max(counts, key=counts.get)
+
+
+def headline_table(rows: list[dict]) -> list[str]:
+    """The README's table: every cell's AP per seed, its mean, and the paired per-seed difference to its stock
+    baseline (rows of one budget).
+
+    Examples:
+        >>> rows = [{"recipe": r, "pst_topk": k, "seed": s, "AP": v} for r, k, s, v in
+        ...         [("yolo11n", "", 0, 0.36), ("yolo11n", "", 1, 0.37), ("pst-coarse", 0, 0, 0.34),
+        ...          ("pst-coarse", 0, 1, 0.33), ("pst-anyk", 0, 2, 0.35)]]
+        >>> print("\\n".join(headline_table(rows)))
+        | model (training) | pst_topk | AP per seed (seed 0, 1, ...) | mean | paired Δ vs stock (per seed) |
+        |---|---:|---|---:|---:|
+        | yolo11n (stock) | – | 0.360, 0.370 | 0.365 | – |
+        | yolo11n-pst (coarse only, the default) | 0 | 0.340, 0.330 | 0.335 | -0.020, -0.040 |
+        | yolo11n-pst (any-K: `pst_topk_train=0,4,8,16`) | 0 | seed 2: 0.350 | 0.350 | – |
+    """
+    by = {}
+    for r in rows:
+        by.setdefault((r["recipe"], _k(r)), {})[int(r["seed"])] = r["AP"]
+    order = list(RECIPES)
+    lines = ["| model (training) | pst_topk | AP per seed (seed 0, 1, ...) | mean | paired Δ vs stock (per seed) |",
+             "|---|---:|---|---:|---:|"]
+    for name, k in sorted(by, key=lambda c: (order.index(c[0]) if c[0] in order else len(order), c[1] or 0)):
+        recipe, aps = RECIPES.get(name), by[(name, k)]
+        seeds = sorted(aps)
+        if seeds == list(range(len(seeds))):
+            per_seed = ", ".join(f"{aps[s]:.3f}" for s in seeds)
+        else:
+            per_seed = ", ".join(f"seed {s}: {aps[s]:.3f}" for s in seeds)
+        base = by.get((recipe.baseline, _baseline_k(rows, recipe, k))) if recipe and recipe.baseline else None
+        paired = [s for s in seeds if base and s in base]
+        delta = ", ".join(f"{aps[s] - base[s]:+.3f}" for s in paired) or "–"
+        label = (recipe.label if recipe else "") or name
+        lines.append(f"| {label} | {'–' if k is None else k} | {per_seed} | {_mean_std(list(aps.values()))[0]:.3f} "
+                     f"| {delta} |")
+    return lines
 
 
 def _anyk_section(rows: list[dict]) -> list[str]:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from pst_yolo import PST, PSTAttention, study
 from pst_yolo.coco import COCO_METRICS
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def fake_row(recipe, seed, k, ap, aps=0.1, budget="shapes e1 i64 b8 f0.1"):
@@ -168,3 +171,14 @@ def test_killed_runner_logs_its_invocation(tmp_path, cli_env):
     assert entry["stopped"] == f"stopped by signal {int(signal.SIGTERM)}" and entry["rows_added"] == 0
     assert not (tmp_path / "out" / "study.lock").exists()
     assert "stopped by signal" in out
+
+
+def test_readme_and_report_hold_the_headline_table_of_the_committed_csv():
+    """The README's "Does it help?" table and docs/accuracy.md are what the committed study CSV says, row for row."""
+    from pst_yolo.study import headline_table, read_rows, report_budget
+
+    rows = read_rows(ROOT / "docs" / "accuracy.csv")
+    budget = report_budget(rows)
+    table = "\n".join(headline_table([r for r in rows if r["budget"] == budget]))
+    assert table in (ROOT / "README.md").read_text(encoding="utf-8"), table
+    assert table in (ROOT / "docs" / "accuracy.md").read_text(encoding="utf-8")
