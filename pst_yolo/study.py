@@ -238,24 +238,49 @@ def _append_row(path: Path, row: dict) -> None:
 
 
 class StudyLock:
-    """One runner per work directory: a second one (e.g. started twice in the background) stops with a clear error.
+    """A lock file held by one process: a second runner on the same work (e.g. started twice in the background) gets
+    a ``RuntimeError`` naming the holder's pid instead of training the same thing twice.
 
-    A lock left by a process that no longer exists (killed, machine rebooted) is taken over.
+    Taking it is atomic (``O_EXCL``), so of two runners that start together exactly one gets it. A lock left by a
+    process that no longer exists (killed, machine rebooted) is taken over.
+
+    Args:
+        out (Path): The work directory.
+        name (str): What is locked: ``"study"`` (the whole directory) or a cell such as ``"<budget>/<recipe>/seed0"``.
     """
 
-    def __init__(self, out: Path):
-        self.path = Path(out) / "study.lock"
+    def __init__(self, out: Path, name: str = "study"):
+        *folders, last = name.split("/")
+        self.path = Path(out) / "study.lock" if name == "study" else Path(out, "locks", *folders, f"{last}.lock")
+        self.name = name
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.is_file():
-            pid = int(self.path.read_text().strip() or 0)
-            if pid and pid != os.getpid() and _alive(pid):
-                raise RuntimeError(
-                    f"another study runner (pid {pid}) works in {self.path.parent}; wait for it or stop it"
-                )
-        self.path.write_text(str(os.getpid()))
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        tmp.write_text(str(os.getpid()))  # linked into place whole: a lock file is never seen without its pid
+        try:
+            self._take(tmp)
+        finally:
+            tmp.unlink(missing_ok=True)
         return self
+
+    def _take(self, tmp: Path) -> None:
+        for _ in range(2):  # a second try after removing a dead holder's lock
+            try:
+                os.link(tmp, self.path)  # atomic, and fails if the lock exists
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and pid != os.getpid() and _alive(pid):
+                    what = f"works in {self.path.parent}" if self.name == "study" else f"trains {self.name}"
+                    raise RuntimeError(f"another study runner (pid {pid}) {what} (lock {self.path}); wait for it or "
+                                       "stop it") from None
+                self.path.unlink(missing_ok=True)
+                continue
+            return
+        raise RuntimeError(f"could not take the lock {self.path}")
 
     def __exit__(self, *exc):
         self.path.unlink(missing_ok=True)
@@ -360,20 +385,32 @@ def run_study(recipes: list[str], seeds: list[int], budget: Budget, csv_path: st
         raise ValueError(f"unknown recipe(s) {unknown}; valid: {', '.join(RECIPES)}")
     csv_path, out = Path(csv_path), Path(out)
     env, added = environment(), 0
-    with StudyLock(out):
-        for seed in seeds:
-            for name in recipes:
-                recipe = RECIPES[name]
-                ks = [None] if recipe.topks is None else list(topks or recipe.topks)
+    for seed in seeds:
+        for name in recipes:
+            recipe = RECIPES[name]
+            ks = [None] if recipe.topks is None else list(topks or recipe.topks)
+
+            def missing() -> list:
                 done = {_key(r) for r in read_rows(csv_path)}
-                missing = [k for k in ks if (budget.key(), name, str(seed), "" if k is None else str(k)) not in done]
-                if not missing:
-                    continue
-                LOGGER.info(f"study: {name} seed {seed} ({budget.key()}): pst_topk {missing}")
-                weights, facts = _train(recipe, seed, budget, out)
-                for row in _cell_rows(recipe, seed, budget, out, missing, env, facts, weights):
-                    _append_row(csv_path, row)
-                    added += 1
+                return [k for k in ks if (budget.key(), name, str(seed), "" if k is None else str(k)) not in done]
+
+            if not missing():
+                continue
+            try:
+                lock = StudyLock(out, f"{budget.key().replace(' ', '_')}/{name}/seed{seed}").__enter__()
+            except RuntimeError as e:  # a second runner on the same work: it takes the next cell instead
+                LOGGER.info(f"study: skipping {name} seed {seed}: {e}")
+                continue
+            try:
+                todo = missing()  # again under the lock: the other runner may have just finished this cell
+                if todo:
+                    LOGGER.info(f"study: {name} seed {seed} ({budget.key()}): pst_topk {todo}")
+                    weights, facts = _train(recipe, seed, budget, out)
+                    for row in _cell_rows(recipe, seed, budget, out, todo, env, facts, weights):
+                        _append_row(csv_path, row)
+                        added += 1
+            finally:
+                lock.__exit__(None, None, None)
     return added
 
 

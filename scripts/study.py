@@ -2,13 +2,15 @@
 """Accuracy study of PST against YOLO11/YOLO12: train a matrix of recipes x seeds, score every pst_topk, report.
 
 Resumable and safe in the background: every finished (recipe, seed, pst_topk) is a CSV row at once and is never
-redone; run the same command again after an interruption (an interrupted training resumes from its last.pt). A second
-runner on the same --out stops with an error. The report (markdown, plot against K, learning curves) is generated
+redone; run the same command again after an interruption (an interrupted training resumes from its last.pt). Runners
+started side by side on the same --out share the work: each (recipe, seed) is locked while it trains, and a runner
+skips a cell another live runner holds. The report (markdown, plot against K, learning curves) is generated
 from the CSV; --report-only regenerates it without training. The library is pst_yolo/study.py.
 
 Examples:
     python scripts/study.py                                        # the full study (see docs/accuracy.md for cost)
     nohup python scripts/study.py > study.log 2>&1 &               # the same, in the background; rerun to resume
+    nohup python scripts/study.py > study2.log 2>&1 &              # a second runner: takes the cells the first is not on
     python scripts/study.py --report-only                          # regenerate docs/accuracy.md from the CSV
     python scripts/study.py --seeds 0 --epochs 1 --imgsz 64 --fraction 0.03 --csv docs/accuracy_smoke.csv \\
         --report docs/accuracy_smoke.md --banner "Smoke run of the pipeline, not results"
@@ -58,7 +60,8 @@ linear learning-rate decay ends every run flat, so the criterion is strict here 
 **Cost.** yolo11n: ~17-25 min per training at this budget; a yolo11n-pst step is ~1.25x (docs/benchmark.md), fine
 attention steps more (measured per run in the CSV: `train_s`, `train_cpu_s`). Per seed the matrix is ~9.5
 yolo11n-trainings, ~3 h on an idle 2-core machine, ~9 h for 3 seeds; the decisive cells (yolo11n, pst-coarse,
-pst-anyk) ~1.2 h per seed.
+pst-anyk) ~1.2 h per seed. On the CPU Ultralytics trains with cpu_count - 1 torch threads (one on a 2-core machine), so
+two runners side by side (start the same command twice) finish in about half the wall time.
 """
 
 

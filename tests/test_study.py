@@ -55,6 +55,45 @@ def test_run_study_never_redoes_a_finished_row(tmp_path, monkeypatch):
         study.run_study(["nope"], [0], budget, csv_path, tmp_path / "out")
 
 
+def _runner(barrier, budget, csv_path, out, log):
+    """A study runner process whose training takes 0.5 s and is logged (cell, pid)."""
+    import os
+    import time
+
+    def train(recipe, seed, budget, out):
+        with open(log, "a") as f:
+            f.write(f"{recipe.name} {seed} {os.getpid()}\n")
+        time.sleep(0.5)
+        return "w.pt", {}
+
+    study._train = train
+    study._cell_rows = lambda recipe, seed, b, o, missing, env, facts, w: [
+        fake_row(recipe.name, seed, k, 0.3, budget=b.key()) for k in missing]
+    barrier.wait()
+    study.run_study(["yolo11n", "pst-coarse", "pst-anyk", "yolo12n"], [0], budget, csv_path, out)
+
+
+def test_two_runners_share_the_work_without_training_a_cell_twice(tmp_path):
+    """Two runners started together on the same study (one core each) split the cells: per-cell locks, one CSV."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    budget, csv_path, log = study.Budget("shapes", 1, 64, 8, 0.1), tmp_path / "s.csv", tmp_path / "trained.log"
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_runner, args=(barrier, budget, csv_path, tmp_path / "out", log)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    trained = [line.split() for line in log.read_text().splitlines()]
+    assert sorted(r for r, _, _ in trained) == sorted(["yolo11n", "pst-coarse", "pst-anyk", "yolo12n"])  # once each
+    assert len({pid for *_, pid in trained}) == 2  # both runners trained
+    keys = [study._key(r) for r in study.read_rows(csv_path)]
+    assert len(keys) == len(set(keys)) == 1 + 4 + 4 + 1
+    assert not list((tmp_path / "out" / "locks").rglob("*.lock"))  # released
+
+
 def test_lock_refuses_a_second_live_runner(tmp_path):
     (tmp_path / "study.lock").write_text("1")  # pid 1 is alive
     with pytest.raises(RuntimeError, match="another study runner"):
