@@ -215,11 +215,11 @@ def read_csv_rows(path: str | Path, numeric: tuple[str, ...]) -> list[dict]:
 
 def append_csv_row(path: Path, row: dict, columns: tuple[str, ...]) -> None:
     """Append one row (header first if the file is new) and flush it to disk: an interruption loses no row."""
-    new = not path.is_file() or path.stat().st_size == 0
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", newline="", encoding="utf-8") as f:
+        _try_lock(f.fileno(), block=True)  # runners side by side: one header, whole rows (released on close)
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        if new:
+        if os.fstat(f.fileno()).st_size == 0:
             writer.writeheader()
         writer.writerow({c: row.get(c, "") for c in columns})
         f.flush()
@@ -237,12 +237,35 @@ def _append_row(path: Path, row: dict) -> None:
     append_csv_row(path, row, COLUMNS)
 
 
-class StudyLock:
-    """A lock file held by one process: a second runner on the same work (e.g. started twice in the background) gets
-    a ``RuntimeError`` naming the holder's pid instead of training the same thing twice.
+def _try_lock(fd: int, block: bool = False) -> bool:
+    """Take an exclusive OS lock on the open file ``fd``; False if another process holds it (and ``block`` is off).
 
-    Taking it is atomic (``O_EXCL``), so of two runners that start together exactly one gets it. A lock left by a
-    process that no longer exists (killed, machine rebooted) is taken over.
+    The kernel releases it when the holder closes the file or dies, so a killed runner never leaves a stale lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_LOCK if block else msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+        return True
+    except BlockingIOError:
+        return False
+
+
+class StudyLock:
+    """A lock held by one process: a second runner on the same work (e.g. started twice in the background) gets a
+    ``RuntimeError`` naming the holder's pid instead of training the same thing twice.
+
+    An OS file lock (``flock``) on ``<out>/study.lock`` or ``<out>/locks/<name>.lock``: atomic, and released by the
+    kernel when its holder exits or is killed, so there is no stale lock to take over. The file (which holds the
+    holder's pid, for the message) stays behind; only the lock on it counts.
 
     Args:
         out (Path): The work directory.
@@ -253,37 +276,28 @@ class StudyLock:
         *folders, last = name.split("/")
         self.path = Path(out) / "study.lock" if name == "study" else Path(out, "locks", *folders, f"{last}.lock")
         self.name = name
+        self._file = None
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        tmp.write_text(str(os.getpid()))  # linked into place whole: a lock file is never seen without its pid
-        try:
-            self._take(tmp)
-        finally:
-            tmp.unlink(missing_ok=True)
+        f = open(self.path, "a+", encoding="utf-8")
+        if not _try_lock(f.fileno()):
+            f.seek(0)
+            pid = f.read().strip() or "?"
+            f.close()
+            what = f"works in {self.path.parent}" if self.name == "study" else f"trains {self.name}"
+            raise RuntimeError(f"another study runner (pid {pid}) {what} (lock {self.path}); wait for it or stop it")
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._file = f
         return self
 
-    def _take(self, tmp: Path) -> None:
-        for _ in range(2):  # a second try after removing a dead holder's lock
-            try:
-                os.link(tmp, self.path)  # atomic, and fails if the lock exists
-            except FileExistsError:
-                try:
-                    pid = int(self.path.read_text().strip() or 0)
-                except (OSError, ValueError):
-                    pid = 0
-                if pid and pid != os.getpid() and _alive(pid):
-                    what = f"works in {self.path.parent}" if self.name == "study" else f"trains {self.name}"
-                    raise RuntimeError(f"another study runner (pid {pid}) {what} (lock {self.path}); wait for it or "
-                                       "stop it") from None
-                self.path.unlink(missing_ok=True)
-                continue
-            return
-        raise RuntimeError(f"could not take the lock {self.path}")
-
     def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)
+        if self._file is not None:
+            self._file.close()  # releases the lock
+            self._file = None
 
 
 def _alive(pid: int) -> bool:
@@ -378,13 +392,24 @@ def run_study(recipes: list[str], seeds: list[int], budget: Budget, csv_path: st
         topks (tuple[int, ...] | None): Override every PST recipe's ``pst_topk`` values.
 
     Returns:
-        The number of rows added.
+        The number of rows added (by this runner; on Ctrl-C/SIGTERM the ``KeyboardInterrupt`` carries it as
+        ``rows_added``).
     """
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown:
         raise ValueError(f"unknown recipe(s) {unknown}; valid: {', '.join(RECIPES)}")
     csv_path, out = Path(csv_path), Path(out)
-    env, added = environment(), 0
+    env, added = environment(), [0]
+    try:
+        _run_cells(recipes, seeds, budget, csv_path, out, topks, env, added)
+    except KeyboardInterrupt as e:
+        e.rows_added = added[0]
+        raise
+    return added[0]
+
+
+def _run_cells(recipes, seeds, budget, csv_path, out, topks, env, added: list[int]) -> None:
+    """The loop of :func:`run_study`: each unfinished cell under its lock; ``added[0]`` counts the rows appended."""
     for seed in seeds:
         for name in recipes:
             recipe = RECIPES[name]
@@ -408,10 +433,9 @@ def run_study(recipes: list[str], seeds: list[int], budget: Budget, csv_path: st
                     weights, facts = _train(recipe, seed, budget, out)
                     for row in _cell_rows(recipe, seed, budget, out, todo, env, facts, weights):
                         _append_row(csv_path, row)
-                        added += 1
+                        added[0] += 1
             finally:
                 lock.__exit__(None, None, None)
-    return added
 
 
 # ----------------------------------------------------------------------------------------------------------- analysis
@@ -607,6 +631,9 @@ def write_report(csv_path: str | Path, md_path: str | Path, out: str | Path | No
     lines = ["# Accuracy: does PST help?", ""]
     if banner:
         lines += [f"> **{banner}**", ""]
+    if gaps := missing_cells(rows):
+        lines += ["> **Incomplete: the matrix asks for seeds 0, 1, 2 of every recipe; not run yet: "
+                  + "; ".join(f"{n} (seed {', '.join(map(str, g))})" for n, g in gaps.items()) + ".**", ""]
     lines += [
         f"Generated by `scripts/study.py` from [`{csv_path.name}`]({csv_path.name}) ({len(rows)} rows: "
         f"{len(trainings)} trainings, seeds {', '.join(map(str, seeds))}). Budget: `{budget}` "
@@ -656,6 +683,26 @@ def write_report(csv_path: str | Path, md_path: str | Path, out: str | Path | No
         lines += [how_to_run.strip(), ""]
     md_path.write_text("\n".join(lines), encoding="utf-8")
     return md_path
+
+
+def missing_cells(rows: list[dict], seeds: tuple[int, ...] = (0, 1, 2)) -> dict[str, list[int]]:
+    """``{recipe: [seeds]}`` of the full matrix (every recipe, ``seeds``, every ``pst_topk`` of the recipe) that have
+    no row in ``rows`` (one budget); empty when the study is complete.
+
+    Examples:
+        >>> rows = [{"recipe": r, "pst_topk": k, "seed": s} for r in RECIPES for s in (0, 1, 2)
+        ...         for k in (RECIPES[r].topks or [""]) if (r, s) != ("yolo12n", 1)]
+        >>> missing_cells(rows)
+        {'yolo12n': [1]}
+    """
+    have = {(r["recipe"], int(r["seed"]), "" if _k(r) is None else _k(r)) for r in rows}
+    out = {}
+    for name, recipe in RECIPES.items():
+        ks = recipe.topks or ("",)
+        gaps = [s for s in seeds if any((name, s, k) not in have for k in ks)]
+        if gaps:
+            out[name] = gaps
+    return out
 
 
 def report_budget(rows: list[dict]) -> str:

@@ -116,13 +116,12 @@ def main(argv=None) -> int:
     if not args.report_only:
         t0, command = time.time(), shlex.join([Path(sys.argv[0]).name if argv is None else "study.py",
                                                 *(sys.argv[1:] if argv is None else argv)])
-        before, stopped = len(read_rows(csv_path)), ""
+        stopped = ""
         signal.signal(signal.SIGTERM, _stop)  # `kill` (as well as Ctrl-C) still logs this invocation
         try:
-            run_study(args.recipes, args.seeds, budget, csv_path, args.out, tuple(args.topks or ()) or None)
+            added = run_study(args.recipes, args.seeds, budget, csv_path, args.out, tuple(args.topks or ()) or None)
         except KeyboardInterrupt as e:
-            stopped = str(e) or "interrupted (Ctrl-C)"
-        added = len(read_rows(csv_path)) - before
+            stopped, added = str(e) or "interrupted (Ctrl-C)", getattr(e, "rows_added", 0)
         entry = {"command": f"python scripts/{command}", "budget": budget.key(), "rows_added": added,
                  "wall_s": round(time.time() - t0, 1), "ended": time.strftime("%Y-%m-%dT%H:%M:%S"),
                  **({"stopped": stopped} if stopped else {}), **environment()}

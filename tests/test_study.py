@@ -69,7 +69,7 @@ def _runner(barrier, budget, csv_path, out, log):
     study._train = train
     study._cell_rows = lambda recipe, seed, b, o, missing, env, facts, w: [
         fake_row(recipe.name, seed, k, 0.3, budget=b.key()) for k in missing]
-    barrier.wait()
+    barrier.wait(timeout=30)
     study.run_study(["yolo11n", "pst-coarse", "pst-anyk", "yolo12n"], [0], budget, csv_path, out)
 
 
@@ -80,29 +80,55 @@ def test_two_runners_share_the_work_without_training_a_cell_twice(tmp_path):
     ctx = multiprocessing.get_context("fork")
     budget, csv_path, log = study.Budget("shapes", 1, 64, 8, 0.1), tmp_path / "s.csv", tmp_path / "trained.log"
     barrier = ctx.Barrier(2)
-    procs = [ctx.Process(target=_runner, args=(barrier, budget, csv_path, tmp_path / "out", log)) for _ in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
+    procs = [ctx.Process(target=_runner, args=(barrier, budget, csv_path, tmp_path / "out", log), daemon=True)
+             for _ in range(2)]
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+            assert p.exitcode == 0
+    finally:
+        for p in procs:
+            p.terminate()
     trained = [line.split() for line in log.read_text().splitlines()]
     assert sorted(r for r, _, _ in trained) == sorted(["yolo11n", "pst-coarse", "pst-anyk", "yolo12n"])  # once each
     assert len({pid for *_, pid in trained}) == 2  # both runners trained
     keys = [study._key(r) for r in study.read_rows(csv_path)]
     assert len(keys) == len(set(keys)) == 1 + 4 + 4 + 1
-    assert not list((tmp_path / "out" / "locks").rglob("*.lock"))  # released
-
-
-def test_lock_refuses_a_second_live_runner(tmp_path):
-    (tmp_path / "study.lock").write_text("1")  # pid 1 is alive
-    with pytest.raises(RuntimeError, match="another study runner"):
-        with study.StudyLock(tmp_path):
+    for lock in (tmp_path / "out" / "locks").rglob("*.lock"):  # all released: each can be taken again
+        with study.StudyLock(tmp_path / "out", "/".join(lock.relative_to(tmp_path / "out" / "locks").with_suffix("")
+                                                          .parts)):
             pass
-    (tmp_path / "study.lock").write_text("999999999")  # a dead pid: taken over
+    assert len(list((tmp_path / "out" / "locks").rglob("*.lock"))) == 4
+
+
+def test_lock_refuses_a_second_live_runner_and_dies_with_its_holder(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
     with study.StudyLock(tmp_path):
-        assert (tmp_path / "study.lock").read_text().strip().isdigit()
-    assert not (tmp_path / "study.lock").exists()
+        with pytest.raises(RuntimeError, match=f"another study runner \\(pid {os.getpid()}\\) works in"):
+            study.StudyLock(tmp_path).__enter__()
+    with study.StudyLock(tmp_path, "b/yolo11n/seed0"):  # released on exit: taken again
+        with pytest.raises(RuntimeError, match="trains b/yolo11n/seed0"):
+            study.StudyLock(tmp_path, "b/yolo11n/seed0").__enter__()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from pst_yolo.study import StudyLock; lock = StudyLock(Path(sys.argv[1])).__enter__(); "
+                               "print('held', flush=True); time.sleep(60)", str(tmp_path)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RuntimeError, match=f"pid {holder.pid}"):
+            study.StudyLock(tmp_path).__enter__()
+        holder.send_signal(signal.SIGKILL)  # killed: no clean-up runs, the kernel drops its lock
+        holder.wait(10)
+        with study.StudyLock(tmp_path):
+            assert (tmp_path / "study.lock").read_text().strip() == str(os.getpid())
+    finally:
+        holder.kill()
 
 
 def test_paired_statistics_and_report(tmp_path):
@@ -208,7 +234,9 @@ def test_killed_runner_logs_its_invocation(tmp_path, cli_env):
     assert proc.returncode == 130, out[-3000:]
     entry = json.loads(csv_path.with_suffix(".log.jsonl").read_text().splitlines()[-1])
     assert entry["stopped"] == f"stopped by signal {int(signal.SIGTERM)}" and entry["rows_added"] == 0
-    assert not (tmp_path / "out" / "study.lock").exists()
+    (lock,) = (tmp_path / "out" / "locks").rglob("seed0.lock")  # the cell it was training: released
+    with study.StudyLock(tmp_path / "out", "/".join(lock.relative_to(tmp_path / "out" / "locks").with_suffix("").parts)):
+        pass
     assert "stopped by signal" in out
 
 
