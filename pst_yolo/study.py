@@ -415,7 +415,7 @@ def _run_cells(recipes, seeds, budget, csv_path, out, topks, env, added: list[in
             recipe = RECIPES[name]
             ks = [None] if recipe.topks is None else list(topks or recipe.topks)
 
-            def missing() -> list:
+            def missing(name=name, seed=seed, ks=ks) -> list:
                 done = {_key(r) for r in read_rows(csv_path)}
                 return [k for k in ks if (budget.key(), name, str(seed), "" if k is None else str(k)) not in done]
 

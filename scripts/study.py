@@ -10,7 +10,8 @@ from the CSV; --report-only regenerates it without training. The library is pst_
 Examples:
     python scripts/study.py                                        # the full study (see docs/accuracy.md for cost)
     nohup python scripts/study.py > study.log 2>&1 &               # the same, in the background; rerun to resume
-    nohup python scripts/study.py > study2.log 2>&1 &              # a second runner: takes the cells the first is not on
+    nohup python scripts/study.py > study2.log 2>&1 &              # a second runner: takes the cells the first is not
+                                                                   # on (one core each)
     python scripts/study.py --report-only                          # regenerate docs/accuracy.md from the CSV
     python scripts/study.py --seeds 0 --epochs 1 --imgsz 64 --fraction 0.03 --csv docs/accuracy_smoke.csv \\
         --report docs/accuracy_smoke.md --banner "Smoke run of the pipeline, not results"

@@ -14,7 +14,8 @@ def test_demo_trains_any_k_and_validates_both_ways(cli_env, tmp_path):
     out = run([pst_yolo_cli, "demo", "epochs=1", "imgsz=64", "batch=8", "fraction=0.1", "workers=0", "plots=False",
                "name=demo_test"], tmp_path, cli_env)
     assert "trained 1 epochs on shapes at imgsz 64" in out and "any-K training: pst_topk_train=0,4,8,16" in out, out
-    rows = {int(k): float(v) for k, v in re.findall(r"^\|\s+(\d+) \| coarse[^|]*\|\s*[\d.]+ \|\s+([\d.]+) \|$", out, re.M)}
+    row = r"^\|\s+(\d+) \| coarse[^|]*\|\s*[\d.]+ \|\s+([\d.]+) \|$"  # | pst_topk | attention | mAP50 | mAP50-95 |
+    rows = {int(k): float(v) for k, v in re.findall(row, out, re.M)}
     assert sorted(rows) == [0, 8], out[-2000:]
 
     best = Path(re.search(r"^weights: (.+)$", out, re.M).group(1))  # where the demo says it saved them

@@ -36,7 +36,7 @@ DATASETS = [
     "  shapes-pose     offline shapes with 5 keypoints each (top, right, bottom, left, centre; with visibility), 256 / "
     "64 images",
     "  shapes-obb      offline rotated shapes with tight oriented boxes (obb), 256 train / 64 val images",
-    "  shapes-cls      offline classification image folder, one shape per image, 6 classes, 2400 train / 600 val images",
+    "  shapes-cls      offline classification image folder, one shape per image, 6 classes, 2400 / 600 images",
 ]
 
 

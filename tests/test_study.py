@@ -235,7 +235,8 @@ def test_killed_runner_logs_its_invocation(tmp_path, cli_env):
     entry = json.loads(csv_path.with_suffix(".log.jsonl").read_text().splitlines()[-1])
     assert entry["stopped"] == f"stopped by signal {int(signal.SIGTERM)}" and entry["rows_added"] == 0
     (lock,) = (tmp_path / "out" / "locks").rglob("seed0.lock")  # the cell it was training: released
-    with study.StudyLock(tmp_path / "out", "/".join(lock.relative_to(tmp_path / "out" / "locks").with_suffix("").parts)):
+    cell = "/".join(lock.relative_to(tmp_path / "out" / "locks").with_suffix("").parts)
+    with study.StudyLock(tmp_path / "out", cell):
         pass
     assert "stopped by signal" in out
 

@@ -128,8 +128,9 @@ def _image_folder(data) -> str | None:
 
     root = Path(data_utils.DATASETS_DIR) / entry["dir"]
     meta, kwargs = _read_meta(root), dict(entry["generate"])
-    if meta is None or meta.get("version") != VERSION or any(meta.get(k) != v for k, v in kwargs.items()):
-        why = "first use" if meta is None else f"the set there was made with other parameters: {meta}"
+    fresh = not root.exists() or (root.is_dir() and not any(root.iterdir()))
+    if fresh or (meta is not None and meta != {"version": VERSION, "seed": 0, **kwargs}):
+        why = "first use" if fresh else f"the set there was made with other parameters: {meta}"
         LOGGER.info(f"{data}: generating the offline synthetic dataset in {root} ({why}; nothing is downloaded)")
     return str(generate_task(root, kwargs.pop("task"), **kwargs, force=meta is not None))
 
