@@ -2,9 +2,10 @@
 """Can a classifier learn shapes-cls from scratch at all? A plain PyTorch loop, no Ultralytics trainer, no augmentation
 beyond horizontal flips: yolo11n-cls (or another classification YAML) on the train split, accuracy on train and val.
 
-Measured (2-core CPU, 40 epochs at 64 px, AdamW 1e-3, batch 16): train accuracy reaches ~0.98 while val stays at
-chance (0.15-0.28 for 6 classes): the set's 240 training images are memorised, not generalised from, which is why the
-classification rows of docs/tasks.md say nothing about PST.
+Measured on the first shapes-cls (240 train / 60 val images; 2-core CPU, 40 epochs at 64 px, AdamW 1e-3, batch 16):
+train accuracy reached ~0.98 while val stayed at chance (0.15-0.28 for 6 classes): 240 images were memorised, not
+generalised from, so the set was grown to 2400 / 600 images. On that set the same loop (batch 32) reaches val 0.59
+after 20 epochs, still rising: it can be learned from scratch.
 
 Example:
     python scripts/cls_learnability.py --model yolo11n-cls.yaml --epochs 40 --imgsz 64
