@@ -56,14 +56,14 @@ def test_run_study_never_redoes_a_finished_row(tmp_path, monkeypatch):
 
 
 def _runner(barrier, budget, csv_path, out, log):
-    """A study runner process whose training takes 0.5 s and is logged (cell, pid)."""
+    """A study runner process whose training takes 1 s and is logged (cell, pid)."""
     import os
     import time
 
     def train(recipe, seed, budget, out):
         with open(log, "a") as f:
             f.write(f"{recipe.name} {seed} {os.getpid()}\n")
-        time.sleep(0.5)
+        time.sleep(1.0)  # long enough that both runners are inside the loop before the first cell ends
         return "w.pt", {}
 
     study._train = train
