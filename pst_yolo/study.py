@@ -17,6 +17,7 @@ training.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -300,16 +301,6 @@ class StudyLock:
             self._file = None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def environment() -> dict:
     """Commit, versions and machine, recorded in every row."""
     import torch
@@ -399,43 +390,44 @@ def run_study(recipes: list[str], seeds: list[int], budget: Budget, csv_path: st
     if unknown:
         raise ValueError(f"unknown recipe(s) {unknown}; valid: {', '.join(RECIPES)}")
     csv_path, out = Path(csv_path), Path(out)
-    env, added = environment(), [0]
+    added = 0
     try:
-        _run_cells(recipes, seeds, budget, csv_path, out, topks, env, added)
+        for row in _new_rows(recipes, seeds, budget, csv_path, out, topks):
+            _append_row(csv_path, row)
+            added += 1
     except KeyboardInterrupt as e:
-        e.rows_added = added[0]
+        e.rows_added = added
         raise
-    return added[0]
+    return added
 
 
-def _run_cells(recipes, seeds, budget, csv_path, out, topks, env, added: list[int]) -> None:
-    """The loop of :func:`run_study`: each unfinished cell under its lock; ``added[0]`` counts the rows appended."""
+def _missing(csv_path: Path, budget: Budget, name: str, seed: int, ks: list) -> list:
+    """The ``pst_topk`` values of cell ``(name, seed)`` that have no row in the CSV yet."""
+    done = {_key(r) for r in read_rows(csv_path)}
+    return [k for k in ks if (budget.key(), name, str(seed), "" if k is None else str(k)) not in done]
+
+
+def _new_rows(recipes, seeds, budget, csv_path, out, topks):
+    """Train and score each unfinished cell under its lock (a cell another live runner holds is skipped); yield the
+    rows as they are scored."""
+    env = environment()
     for seed in seeds:
         for name in recipes:
             recipe = RECIPES[name]
             ks = [None] if recipe.topks is None else list(topks or recipe.topks)
-
-            def missing(name=name, seed=seed, ks=ks) -> list:
-                done = {_key(r) for r in read_rows(csv_path)}
-                return [k for k in ks if (budget.key(), name, str(seed), "" if k is None else str(k)) not in done]
-
-            if not missing():
+            if not _missing(csv_path, budget, name, seed, ks):
                 continue
-            try:
-                lock = StudyLock(out, f"{budget.key().replace(' ', '_')}/{name}/seed{seed}").__enter__()
-            except RuntimeError as e:  # a second runner on the same work: it takes the next cell instead
-                LOGGER.info(f"study: skipping {name} seed {seed}: {e}")
-                continue
-            try:
-                todo = missing()  # again under the lock: the other runner may have just finished this cell
+            with contextlib.ExitStack() as held:
+                try:
+                    held.enter_context(StudyLock(out, f"{budget.key().replace(' ', '_')}/{name}/seed{seed}"))
+                except RuntimeError as e:  # a second runner on the same work: it takes the next cell instead
+                    LOGGER.info(f"study: skipping {name} seed {seed}: {e}")
+                    continue
+                todo = _missing(csv_path, budget, name, seed, ks)  # again under the lock: it may have just finished
                 if todo:
                     LOGGER.info(f"study: {name} seed {seed} ({budget.key()}): pst_topk {todo}")
                     weights, facts = _train(recipe, seed, budget, out)
-                    for row in _cell_rows(recipe, seed, budget, out, todo, env, facts, weights):
-                        _append_row(csv_path, row)
-                        added[0] += 1
-            finally:
-                lock.__exit__(None, None, None)
+                    yield from _cell_rows(recipe, seed, budget, out, todo, env, facts, weights)
 
 
 # ----------------------------------------------------------------------------------------------------------- analysis
