@@ -124,15 +124,14 @@ def _image_folder(data) -> str | None:
 
     from ..data import generate_task
     from ..data.shapes import _read_meta
-    from ..data.tasks import VERSION
 
     root = Path(data_utils.DATASETS_DIR) / entry["dir"]
-    meta, kwargs = _read_meta(root), dict(entry["generate"])
-    fresh = not root.exists() or (root.is_dir() and not any(root.iterdir()))
-    if fresh or (meta is not None and meta != {"version": VERSION, "seed": 0, **kwargs}):
-        why = "first use" if fresh else f"the set there was made with other parameters: {meta}"
-        LOGGER.info(f"{data}: generating the offline synthetic dataset in {root} ({why}; nothing is downloaded)")
-    return str(generate_task(root, kwargs.pop("task"), **kwargs, force=meta is not None))
+    kwargs, before = dict(entry["generate"]), _read_meta(root)
+    generate_task(root, kwargs.pop("task"), **kwargs, force=before is not None)  # returns at once if up to date
+    if _read_meta(root) != before:
+        why = "first use" if before is None else f"replacing a set made with other parameters: {before}"
+        LOGGER.info(f"{data}: generated the offline synthetic dataset in {root} ({why}; nothing is downloaded)")
+    return str(root)
 
 
 def _wrap_leaving_no_empty_run(method):
