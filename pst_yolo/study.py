@@ -40,6 +40,7 @@ __all__ = (
     "Recipe",
     "StudyLock",
     "init_authors",
+    "longer_budget",
     "paired_differences",
     "plateau",
     "read_rows",
@@ -325,30 +326,47 @@ def environment() -> dict:
 
 
 # ------------------------------------------------------------------------------------------------------ running a cell
-def _train(recipe: Recipe, seed: int, budget: Budget, out: Path) -> tuple[Path, dict]:
-    """Train (or resume, or skip if finished) one recipe and seed; returns last.pt and timing facts."""
+def train_or_resume(run: Path, model: str, args: dict, task: str | None = None, trainer=None) -> tuple[Path, dict]:
+    """Train ``model`` into the run folder ``run`` once: resume it if an earlier training was interrupted, reuse it if
+    it finished. ``run/done.json`` marks a finished training and keeps its timing facts.
+
+    Args:
+        run (Path): The run folder (``project/name`` of the training).
+        model (str): Model YAML or weights to start from.
+        args (dict): Training arguments (``project`` and ``name`` are set from ``run``).
+        task (str | None): Task of the model (None: inferred).
+        trainer: Trainer class (None: the task's stock trainer).
+
+    Returns:
+        ``run/weights/last.pt`` and ``{"train_s", "train_cpu_s", "resumed"}`` (times nan when unknown: a finished run
+        that stopped before ``done.json`` was written).
+    """
     from ultralytics import YOLO
     from ultralytics.nn.tasks import torch_safe_load
 
-    run = out / "runs" / budget.key().replace(" ", "_") / recipe.name / f"seed{seed}"
     last, done = run / "weights" / "last.pt", run / "done.json"
     if done.is_file():
         return last, json.loads(done.read_text())
-    trainer = _authors_init_trainer() if recipe.init == "authors" else None
     ckpt = torch_safe_load(str(last))[0] if last.is_file() else {}
     resumed = ckpt.get("epoch", -1) >= 0 and ckpt.get("optimizer") is not None  # else final (stripped) or none
     t0, c0 = time.time(), time.process_time()
     if resumed:
-        LOGGER.info(f"study: resuming {recipe.name} seed {seed} from {last}")
+        LOGGER.info(f"study: resuming {run} from {last}")
         YOLO(last).train(resume=True, trainer=trainer)
     elif not last.is_file():
-        args = {**budget.train_args(), **recipe.train, "seed": seed, "project": str(run.parent), "name": run.name}
-        YOLO(recipe.model).train(trainer=trainer, **args)
-    else:  # finished, but stopped before done.json was written: its time is unknown
+        YOLO(model, task=task).train(trainer=trainer, **{**args, "project": str(run.parent), "name": run.name})
+    else:
         t0, c0 = math.nan, math.nan
     facts = dict(train_s=time.time() - t0, train_cpu_s=time.process_time() - c0, resumed=int(resumed))
     done.write_text(json.dumps(facts))
     return last, facts
+
+
+def _train(recipe: Recipe, seed: int, budget: Budget, out: Path) -> tuple[Path, dict]:
+    """Train (or resume, or skip if finished) one recipe and seed; returns last.pt and timing facts."""
+    run = out / "runs" / budget.key().replace(" ", "_") / recipe.name / f"seed{seed}"
+    trainer = _authors_init_trainer() if recipe.init == "authors" else None
+    return train_or_resume(run, recipe.model, {**budget.train_args(), **recipe.train, "seed": seed}, trainer=trainer)
 
 
 def _cell_rows(recipe, seed, budget, out, missing, env, facts, weights) -> list[dict]:
@@ -639,7 +657,8 @@ def write_report(csv_path: str | Path, md_path: str | Path, out: str | Path | No
         lines.append(f"Run with commit `{commit}`, torch {tv}, ultralytics {uv}, on {machine}.")
     others = [b for b in budgets if b != budget]
     if others:
-        lines.append(f"Rows of other budgets in the CSV, not reported here: {', '.join(f'`{b}`' for b in others)}.")
+        lines.append(f"Rows of other budgets in the CSV, not in these tables (a longer run of the baseline is compared "
+                     f"with its own seed at the end): {', '.join(f'`{b}`' for b in others)}.")
 
     lines += ["", "## Headline (the README's table)", "", *headline_table(rows)]
     lines += ["", "## Results (mean ± std over seeds)", "",
@@ -670,6 +689,7 @@ def write_report(csv_path: str | Path, md_path: str | Path, out: str | Path | No
     lines += _anyk_section(rows)
     if out is not None:
         lines += _curves_section(out, budget, md_path)
+    lines += _longer_section(all_rows, budget)
     lines += ["", f"![mAP50-95 and APs against pst_topk]({plot.name})", ""]
     if how_to_run:
         lines += [how_to_run.strip(), ""]
@@ -739,6 +759,59 @@ def headline_table(rows: list[dict]) -> list[str]:
         label = (recipe.label if recipe else "") or name
         lines.append(f"| {label} | {'–' if k is None else k} | {per_seed} | {_mean_std(list(aps.values()))[0]:.3f} "
                      f"| {delta} |")
+    return lines
+
+
+def _with_epochs(budget: str, epochs: int | None = None) -> tuple[str, int]:
+    """``(the budget key with its epochs replaced by 'e*', its epochs)``; with ``epochs``, the key at that many."""
+    tokens = budget.split(" ")
+    i = next(i for i, t in enumerate(tokens) if t[:1] == "e" and t[1:].isdigit())
+    own = int(tokens[i][1:])
+    tokens[i] = "e*" if epochs is None else f"e{epochs}"
+    return " ".join(tokens), own
+
+
+def longer_budget(all_rows: list[dict], budget: str, recipe: str = "yolo11n") -> list[tuple[int, int, float, float]]:
+    """The baseline trained for longer: ``(epochs, seed, AP there, AP at `budget`)`` for every seed of ``recipe``
+    that also has a row under a budget differing from ``budget`` only in its (larger) number of epochs.
+
+    This is the check that matters with Ultralytics' schedule: the learning rate decays linearly to the last epoch of
+    whatever budget is set, so every run still gains while it anneals, and only a longer run tells whether the
+    shorter one stopped short.
+
+    Examples:
+        >>> rows = [{"budget": "shapes e100 i128", "recipe": "yolo11n", "seed": "0", "pst_topk": "", "AP": 0.36},
+        ...         {"budget": "shapes e200 i128", "recipe": "yolo11n", "seed": "0", "pst_topk": "", "AP": 0.38},
+        ...         {"budget": "shapes e200 i160", "recipe": "yolo11n", "seed": "0", "pst_topk": "", "AP": 0.50}]
+        >>> longer_budget(rows, "shapes e100 i128")
+        [(200, 0, 0.38, 0.36)]
+    """
+    pattern, own = _with_epochs(budget)
+    here = {int(r["seed"]): r["AP"] for r in all_rows if r["budget"] == budget and r["recipe"] == recipe}
+    out = []
+    for r in all_rows:
+        if r["recipe"] != recipe or r["budget"] == budget or int(r["seed"]) not in here:
+            continue
+        other, epochs = _with_epochs(r["budget"])
+        if other == pattern and epochs > own:
+            out.append((epochs, int(r["seed"]), r["AP"], here[int(r["seed"])]))
+    return sorted(out)
+
+
+def _longer_section(all_rows: list[dict], budget: str) -> list[str]:
+    found = longer_budget(all_rows, budget)
+    own = _with_epochs(budget)[1]
+    lines = ["", "## Would more epochs change the baseline? (the same seed, a longer budget)", ""]
+    if not found:
+        return [*lines, f"No yolo11n row of a longer budget than {own} epochs yet (e.g. `python scripts/study.py "
+                        f"--recipes yolo11n --seeds 0 --epochs {2 * own}`)."]
+    lines += ["Criterion: the baseline trained for twice the epochs (same seed, everything else equal) scores less "
+              "than 0.01 AP more. The learning-rate schedule ends at the last epoch of each budget, so this compares "
+              "finished runs, not points on one curve.", "",
+              f"| budget | seed | AP | AP at {own} epochs | Δ | within 0.01 |", "|---|---:|---:|---:|---:|---|"]
+    for epochs, seed, ap, ap_own in found:
+        lines.append(f"| `{_with_epochs(budget, epochs)[0]}` | {seed} | {ap:.3f} | {ap_own:.3f} | {ap - ap_own:+.3f} | "
+                     f"{'yes' if ap - ap_own < 0.01 else 'no'} |")
     return lines
 
 

@@ -13,14 +13,13 @@ check is :mod:`pst_yolo.study`.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
 
 from ultralytics.utils import LOGGER
 
-from .study import Budget, StudyLock, append_csv_row, environment, read_csv_rows
+from .study import Budget, StudyLock, append_csv_row, environment, read_csv_rows, train_or_resume
 
 __all__ = ("METRICS", "PAIRS", "read_task_rows", "run_task_study", "write_task_report")
 
@@ -61,18 +60,7 @@ def _train_and_score(task: str, data: str, cfg: str, seed: int, budget: Budget, 
     from ultralytics.utils.torch_utils import get_flops
 
     run = out / budget.key().replace(" ", "_") / Path(cfg).stem / f"seed{seed}"
-    last, done = run / "weights" / "last.pt", run / "done.json"
-    if not done.is_file():
-        ckpt = torch_safe_load(str(last))[0] if last.is_file() else {}
-        t0, c0 = time.time(), time.process_time()
-        if ckpt.get("epoch", -1) >= 0 and ckpt.get("optimizer") is not None:
-            LOGGER.info(f"task study: resuming {cfg} from {last}")
-            YOLO(last).train(resume=True)
-        elif not last.is_file():
-            args = {**budget.train_args(), "data": data, "seed": seed, "project": str(run.parent), "name": run.name}
-            YOLO(cfg, task=task).train(**args)
-        done.write_text(json.dumps(dict(train_s=time.time() - t0, train_cpu_s=time.process_time() - c0)))
-    facts = json.loads(done.read_text())
+    last, facts = train_or_resume(run, cfg, {**budget.train_args(), "data": data, "seed": seed}, task=task)
     model = YOLO(last)
     metrics = model.val(data=data, imgsz=budget.imgsz, batch=32, workers=budget.workers, plots=False, verbose=False,
                         project=str(out / "val"), name=f"{Path(cfg).stem}_seed{seed}", exist_ok=True)

@@ -143,10 +143,14 @@ def test_paired_statistics_and_report(tmp_path):
     d = study.paired_differences(rows, ("pst-anyk", 8), ("yolo11n", None))
     assert d[0] == pytest.approx(0.031) and d[1] == pytest.approx(0.001) and d[2:] == (3, 3)
     csv_path = tmp_path / "acc.csv"
-    for r in rows:
+    longer = [fake_row("yolo11n", 0, None, 0.43, budget="shapes e2 i64 b8 f0.1"),  # twice the epochs, same seed
+              fake_row("yolo11n", 1, None, 0.90, budget="shapes e2 i128 b8 f0.1")]  # another imgsz: not comparable
+    for r in rows + longer:
         study._append_row(csv_path, r)
     md = study.write_report(csv_path, tmp_path / "acc.md", banner="test", how_to_run="## Run\nthis")
     text = md.read_text()
+    assert "| `shapes e2 i64 b8 f0.1` | 0 | 0.430 | 0.400 | +0.030 | no |" in text
+    assert "0.900" not in text and "Would more epochs change the baseline?" in text
     assert "| pst-anyk | 8 | 3 | 0.451 ± 0.021 |" in text
     assert "| pst-anyk | 8 | yolo11n | +0.0310 ± 0.0010 |" in text  # paired per seed, not difference of means
     assert "Best K of pst-anyk: 8" in text and "| 8 | 0.451 ± 0.021 | yes |" in text
