@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import re
 import socket
 import subprocess
 import time
@@ -762,13 +763,22 @@ def headline_table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def _with_epochs(budget: str, epochs: int | None = None) -> tuple[str, int]:
-    """``(the budget key with its epochs replaced by 'e*', its epochs)``; with ``epochs``, the key at that many."""
-    tokens = budget.split(" ")
-    i = next(i for i, t in enumerate(tokens) if t[:1] == "e" and t[1:].isdigit())
-    own = int(tokens[i][1:])
-    tokens[i] = "e*" if epochs is None else f"e{epochs}"
-    return " ".join(tokens), own
+def _with_epochs(budget: str, epochs: int | None = None) -> tuple[str, int] | None:
+    """``(the budget key with its epochs replaced by 'e*', its epochs)``; with ``epochs``, the key at that many; None
+    for a key that is not a :meth:`Budget.key`.
+
+    Examples:
+        >>> _with_epochs("my e3 data.yaml e100 i128 b16 f1.0 cache=ram")  # the data name may hold anything
+        ('my e3 data.yaml e* i128 b16 f1.0 cache=ram', 100)
+        >>> _with_epochs("shapes e100 i128 b16 f1.0", 200)
+        ('shapes e200 i128 b16 f1.0', 100)
+        >>> _with_epochs("legacy") is None
+        True
+    """
+    m = re.fullmatch(r"(.*) e(\d+)( i\d+ b\d+ f\S+(?: .*)?)", budget)
+    if m is None:
+        return None
+    return f"{m[1]} e{'*' if epochs is None else epochs}{m[3]}", int(m[2])
 
 
 def longer_budget(all_rows: list[dict], budget: str, recipe: str = "yolo11n") -> list[tuple[int, int, float, float]]:
@@ -780,32 +790,34 @@ def longer_budget(all_rows: list[dict], budget: str, recipe: str = "yolo11n") ->
     shorter one stopped short.
 
     Examples:
-        >>> rows = [{"budget": "shapes e100 i128", "recipe": "yolo11n", "seed": "0", "pst_topk": "", "AP": 0.36},
-        ...         {"budget": "shapes e200 i128", "recipe": "yolo11n", "seed": "0", "pst_topk": "", "AP": 0.38},
-        ...         {"budget": "shapes e200 i160", "recipe": "yolo11n", "seed": "0", "pst_topk": "", "AP": 0.50}]
-        >>> longer_budget(rows, "shapes e100 i128")
+        >>> rows = [{"budget": b, "recipe": "yolo11n", "seed": "0", "pst_topk": "", "AP": ap} for b, ap in
+        ...         [("shapes e100 i128 b16 f1.0", 0.36), ("shapes e200 i128 b16 f1.0", 0.38),
+        ...          ("shapes e50 i128 b16 f1.0", 0.30), ("shapes e200 i160 b16 f1.0", 0.5), ("legacy", 0.1)]]
+        >>> longer_budget(rows, "shapes e100 i128 b16 f1.0")  # not shorter, not another imgsz, not unparseable
         [(200, 0, 0.38, 0.36)]
     """
-    pattern, own = _with_epochs(budget)
+    own = _with_epochs(budget)
+    if own is None:
+        return []
     here = {int(r["seed"]): r["AP"] for r in all_rows if r["budget"] == budget and r["recipe"] == recipe}
     out = []
     for r in all_rows:
-        if r["recipe"] != recipe or r["budget"] == budget or int(r["seed"]) not in here:
-            continue
-        other, epochs = _with_epochs(r["budget"])
-        if other == pattern and epochs > own:
-            out.append((epochs, int(r["seed"]), r["AP"], here[int(r["seed"])]))
+        other = _with_epochs(r["budget"])
+        if r["recipe"] == recipe and int(r["seed"]) in here and other and other[0] == own[0] and other[1] > own[1]:
+            out.append((other[1], int(r["seed"]), r["AP"], here[int(r["seed"])]))
     return sorted(out)
 
 
 def _longer_section(all_rows: list[dict], budget: str) -> list[str]:
-    found = longer_budget(all_rows, budget)
-    own = _with_epochs(budget)[1]
+    if _with_epochs(budget) is None:
+        return []
+    found, own = longer_budget(all_rows, budget), _with_epochs(budget)[1]
     lines = ["", "## Would more epochs change the baseline? (the same seed, a longer budget)", ""]
     if not found:
-        return [*lines, f"No yolo11n row of a longer budget than {own} epochs yet (e.g. `python scripts/study.py "
-                        f"--recipes yolo11n --seeds 0 --epochs {2 * own}`)."]
-    lines += ["Criterion: the baseline trained for twice the epochs (same seed, everything else equal) scores less "
+        return [*lines, f"No yolo11n row of a longer budget than {own} epochs in the CSV yet: run this budget's study "
+                        f"command with `--recipes yolo11n --seeds 0 --epochs {2 * own}`, then `--report-only` (a "
+                        "runner reports the budget it ran)."]
+    lines += ["Criterion: the baseline trained longer (twice the epochs; same seed, everything else equal) scores less "
               "than 0.01 AP more. The learning-rate schedule ends at the last epoch of each budget, so this compares "
               "finished runs, not points on one curve.", "",
               f"| budget | seed | AP | AP at {own} epochs | Δ | within 0.01 |", "|---|---:|---:|---:|---:|---|"]

@@ -151,6 +151,11 @@ def test_paired_statistics_and_report(tmp_path):
     text = md.read_text()
     assert "| `shapes e2 i64 b8 f0.1` | 0 | 0.430 | 0.400 | +0.030 | no |" in text
     assert "0.900" not in text and "Would more epochs change the baseline?" in text
+    only = tmp_path / "only.csv"
+    for r in rows:
+        study._append_row(only, r)
+    text = study.write_report(only, tmp_path / "only.md").read_text()
+    assert "No yolo11n row of a longer budget than 1 epochs" in text and "--epochs 2`" in text
     assert "| pst-anyk | 8 | 3 | 0.451 ± 0.021 |" in text
     assert "| pst-anyk | 8 | yolo11n | +0.0310 ± 0.0010 |" in text  # paired per seed, not difference of means
     assert "Best K of pst-anyk: 8" in text and "| 8 | 0.451 ± 0.021 | yes |" in text
