@@ -781,9 +781,10 @@ def _with_epochs(budget: str, epochs: int | None = None) -> tuple[str, int] | No
     return f"{m[1]} e{'*' if epochs is None else epochs}{m[3]}", int(m[2])
 
 
-def longer_budget(all_rows: list[dict], budget: str, recipe: str = "yolo11n") -> list[tuple[int, int, float, float]]:
-    """The baseline trained for longer: ``(epochs, seed, AP there, AP at `budget`)`` for every seed of ``recipe``
-    that also has a row under a budget differing from ``budget`` only in its (larger) number of epochs.
+def longer_budget(all_rows: list[dict], budget: str, recipe: str = "yolo11n",
+                  k: int | None = None) -> list[tuple[int, int, float, float]]:
+    """A cell trained for longer: ``(epochs, seed, AP there, AP at `budget`)`` for every seed of ``(recipe, k)`` that
+    also has a row under a budget differing from ``budget`` only in its (larger) number of epochs.
 
     This is the check that matters with Ultralytics' schedule: the learning rate decays linearly to the last epoch of
     whatever budget is set, so every run still gains while it anneals, and only a longer run tells whether the
@@ -799,11 +800,12 @@ def longer_budget(all_rows: list[dict], budget: str, recipe: str = "yolo11n") ->
     own = _with_epochs(budget)
     if own is None:
         return []
-    here = {int(r["seed"]): r["AP"] for r in all_rows if r["budget"] == budget and r["recipe"] == recipe}
+    cell = [r for r in all_rows if r["recipe"] == recipe and _k(r) == k]
+    here = {int(r["seed"]): r["AP"] for r in cell if r["budget"] == budget}
     out = []
-    for r in all_rows:
+    for r in cell:
         other = _with_epochs(r["budget"])
-        if r["recipe"] == recipe and int(r["seed"]) in here and other and other[0] == own[0] and other[1] > own[1]:
+        if int(r["seed"]) in here and other and other[0] == own[0] and other[1] > own[1]:
             out.append((other[1], int(r["seed"]), r["AP"], here[int(r["seed"])]))
     return sorted(out)
 
@@ -811,19 +813,30 @@ def longer_budget(all_rows: list[dict], budget: str, recipe: str = "yolo11n") ->
 def _longer_section(all_rows: list[dict], budget: str) -> list[str]:
     if _with_epochs(budget) is None:
         return []
-    found, own = longer_budget(all_rows, budget), _with_epochs(budget)[1]
-    lines = ["", "## Would more epochs change the baseline? (the same seed, a longer budget)", ""]
-    if not found:
+    own = _with_epochs(budget)[1]
+    lines = ["", "## Would more epochs change the result? (the same seed, a longer budget)", ""]
+    cells = sorted({(r["recipe"], _k(r)) for r in all_rows if r["budget"] != budget},
+                   key=lambda c: (list(RECIPES).index(c[0]) if c[0] in RECIPES else 99, c[1] or 0))
+    found = {c: longer_budget(all_rows, budget, *c) for c in cells}
+    if not found.get(("yolo11n", None)):
         return [*lines, f"No yolo11n row of a longer budget than {own} epochs in the CSV yet: run this budget's study "
                         f"command with `--recipes yolo11n --seeds 0 --epochs {2 * own}`, then `--report-only` (a "
                         "runner reports the budget it ran)."]
+    base = {(e, s): ap for e, s, ap, _ in found[("yolo11n", None)]}
     lines += ["Criterion: the baseline trained longer (twice the epochs; same seed, everything else equal) scores less "
               "than 0.01 AP more. The learning-rate schedule ends at the last epoch of each budget, so this compares "
-              "finished runs, not points on one curve.", "",
-              f"| budget | seed | AP | AP at {own} epochs | Δ | within 0.01 |", "|---|---:|---:|---:|---:|---|"]
-    for epochs, seed, ap, ap_own in found:
-        lines.append(f"| `{_with_epochs(budget, epochs)[0]}` | {seed} | {ap:.3f} | {ap_own:.3f} | {ap - ap_own:+.3f} | "
-                     f"{'yes' if ap - ap_own < 0.01 else 'no'} |")
+              "finished runs, not points on one curve. PST cells trained longer are paired with the baseline of the "
+              "same budget and seed.", "",
+              f"| recipe | pst_topk | epochs | seed | AP | AP at {own} epochs | Δ | Δ vs yolo11n at these epochs |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for (name, k), runs in found.items():
+        for epochs, seed, ap, ap_own in runs:
+            vs = f"{ap - base[(epochs, seed)]:+.3f}" if name != "yolo11n" and (epochs, seed) in base else "–"
+            lines.append(f"| {name} | {'–' if k is None else k} | {epochs} | {seed} | {ap:.3f} | {ap_own:.3f} | "
+                         f"{ap - ap_own:+.3f} | {vs} |")
+    b = found[("yolo11n", None)]
+    ok = all(ap - ap_own < 0.01 for _, _, ap, ap_own in b)
+    lines += ["", f"yolo11n within 0.01 when trained longer: {'yes' if ok else 'no'} ({len(b)} run(s))."]
     return lines
 
 

@@ -55,7 +55,7 @@ the curves ({curves}). How the budget was chosen: a first pilot at imgsz 160 had
 and would have cost ~27 h for the matrix; imgsz 128 with 100 epochs costs ~10 s per yolo11n epoch on an idle 2-core
 machine (about 17 min per training; ~25 min while shared with other jobs). **The 100-epoch budget is not converged**:
 its runs gain ~0.02 over their last fifth, and the same seed trained for 200 epochs (`--epochs 200`, a budget of its
-own) ends 0.078 AP higher (section "Would more epochs change the baseline?"). Ultralytics decays the learning rate
+own) ends 0.078 AP higher (section "Would more epochs change the result?"). Ultralytics decays the learning rate
 linearly to the last epoch of whatever budget is set, so a longer budget is a different run, not a continuation; its
 curve flattens only after ~170 epochs (val mAP50-95 0.425 at epoch 150, 0.436 at 170, 0.434 at 200) and still fails
 the criterion. The matrix at 100 epochs therefore measures how much each recipe learns in 100 epochs from scratch, not

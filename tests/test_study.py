@@ -144,13 +144,16 @@ def test_paired_statistics_and_report(tmp_path):
     assert d[0] == pytest.approx(0.031) and d[1] == pytest.approx(0.001) and d[2:] == (3, 3)
     csv_path = tmp_path / "acc.csv"
     longer = [fake_row("yolo11n", 0, None, 0.43, budget="shapes e2 i64 b8 f0.1"),  # twice the epochs, same seed
-              fake_row("yolo11n", 1, None, 0.90, budget="shapes e2 i128 b8 f0.1")]  # another imgsz: not comparable
+              fake_row("yolo11n", 1, None, 0.90, budget="shapes e2 i128 b8 f0.1"),  # another imgsz: not comparable
+              fake_row("pst-anyk", 0, 8, 0.42, budget="shapes e2 i64 b8 f0.1")]
     for r in rows + longer:
         study._append_row(csv_path, r)
     md = study.write_report(csv_path, tmp_path / "acc.md", banner="test", how_to_run="## Run\nthis")
     text = md.read_text()
-    assert "| `shapes e2 i64 b8 f0.1` | 0 | 0.430 | 0.400 | +0.030 | no |" in text
-    assert "0.900" not in text and "Would more epochs change the baseline?" in text
+    assert "| yolo11n | – | 2 | 0 | 0.430 | 0.400 | +0.030 | – |" in text
+    assert "yolo11n within 0.01 when trained longer: no (1 run(s))" in text
+    assert "| pst-anyk | 8 | 2 | 0 | 0.420 | 0.430 | -0.010 | -0.010 |" in text  # paired with yolo11n at 2 epochs
+    assert "0.900" not in text and "Would more epochs change the result?" in text
     only = tmp_path / "only.csv"
     for r in rows:
         study._append_row(only, r)
