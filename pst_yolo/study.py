@@ -537,6 +537,12 @@ def _fmt(mean: float, std: float, n: int = 0, signed: bool = False) -> str:
     return f"{mean:{'+' if signed else ''}.{d}f}" + (f" ± {std:.{d}f}" if not math.isnan(std) else "")
 
 
+def _cell_order(cell: tuple[str, int | None]) -> tuple[int, int]:
+    """Sort key of a ``(recipe, pst_topk)`` cell: the order of :data:`RECIPES`, then K (stock first)."""
+    order = list(RECIPES)
+    return (order.index(cell[0]) if cell[0] in order else len(order), cell[1] or 0)
+
+
 def _baseline_k(rows, recipe: Recipe, k):
     """The baseline cell a PST cell is paired with: the stock baseline, or the same K of a PST baseline."""
     base = RECIPES.get(recipe.baseline)
@@ -666,7 +672,7 @@ def write_report(csv_path: str | Path, md_path: str | Path, out: str | Path | No
               "| recipe | pst_topk | seeds | AP | AP50 | AP75 | APs | APm | APl | AR100 |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     stats = {m: summarize(rows, m) for m in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")}
-    cells = sorted(stats["AP"], key=lambda c: (list(RECIPES).index(c[0]) if c[0] in RECIPES else 99, c[1] or 0))
+    cells = sorted(stats["AP"], key=_cell_order)
     for name, k in cells:
         n = stats["AP"][(name, k)][2]
         vals = " | ".join(_fmt(*stats[m][(name, k)]) for m in stats)
@@ -744,10 +750,9 @@ def headline_table(rows: list[dict]) -> list[str]:
     by = {}
     for r in rows:
         by.setdefault((r["recipe"], _k(r)), {})[int(r["seed"])] = r["AP"]
-    order = list(RECIPES)
     lines = ["| model (training) | pst_topk | AP per seed (seed 0, 1, ...) | mean | paired Δ vs stock (per seed) |",
              "|---|---:|---|---:|---:|"]
-    for name, k in sorted(by, key=lambda c: (order.index(c[0]) if c[0] in order else len(order), c[1] or 0)):
+    for name, k in sorted(by, key=_cell_order):
         recipe, aps = RECIPES.get(name), by[(name, k)]
         seeds = sorted(aps)
         if seeds == list(range(len(seeds))):
@@ -811,27 +816,28 @@ def longer_budget(all_rows: list[dict], budget: str, recipe: str = "yolo11n",
 
 
 def _longer_section(all_rows: list[dict], budget: str) -> list[str]:
-    if _with_epochs(budget) is None:
+    parsed = _with_epochs(budget)
+    if parsed is None:
         return []
-    own = _with_epochs(budget)[1]
+    own = parsed[1]
     lines = ["", "## Would more epochs change the result? (the same seed, a longer budget)", ""]
-    cells = sorted({(r["recipe"], _k(r)) for r in all_rows if r["budget"] != budget},
-                   key=lambda c: (list(RECIPES).index(c[0]) if c[0] in RECIPES else 99, c[1] or 0))
+    cells = sorted({(r["recipe"], _k(r)) for r in all_rows if r["budget"] != budget}, key=_cell_order)
     found = {c: longer_budget(all_rows, budget, *c) for c in cells}
     if not found.get(("yolo11n", None)):
         return [*lines, f"No yolo11n row of a longer budget than {own} epochs in the CSV yet: run this budget's study "
                         f"command with `--recipes yolo11n --seeds 0 --epochs {2 * own}`, then `--report-only` (a "
                         "runner reports the budget it ran)."]
-    base = {(e, s): ap for e, s, ap, _ in found[("yolo11n", None)]}
     lines += ["Criterion: the baseline trained longer (twice the epochs; same seed, everything else equal) scores less "
               "than 0.01 AP more. The learning-rate schedule ends at the last epoch of each budget, so this compares "
-              "finished runs, not points on one curve. PST cells trained longer are paired with the baseline of the "
-              "same budget and seed.", "",
-              f"| recipe | pst_topk | epochs | seed | AP | AP at {own} epochs | Δ | Δ vs yolo11n at these epochs |",
+              "finished runs, not points on one curve. PST cells trained longer are paired with their stock baseline "
+              "of the same budget and seed.", "",
+              f"| recipe | pst_topk | epochs | seed | AP | AP at {own} epochs | Δ | Δ vs baseline, these epochs |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for (name, k), runs in found.items():
+        recipe = RECIPES.get(name)
+        base = {(e, s): ap for e, s, ap, _ in found.get((recipe.baseline, None), [])} if recipe else {}
         for epochs, seed, ap, ap_own in runs:
-            vs = f"{ap - base[(epochs, seed)]:+.3f}" if name != "yolo11n" and (epochs, seed) in base else "–"
+            vs = f"{ap - base[(epochs, seed)]:+.3f}" if (epochs, seed) in base else "–"
             lines.append(f"| {name} | {'–' if k is None else k} | {epochs} | {seed} | {ap:.3f} | {ap_own:.3f} | "
                          f"{ap - ap_own:+.3f} | {vs} |")
     b = found[("yolo11n", None)]

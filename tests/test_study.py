@@ -154,15 +154,15 @@ def test_paired_statistics_and_report(tmp_path):
     assert "yolo11n within 0.01 when trained longer: no (1 run(s))" in text
     assert "| pst-anyk | 8 | 2 | 0 | 0.420 | 0.430 | -0.010 | -0.010 |" in text  # paired with yolo11n at 2 epochs
     assert "0.900" not in text and "Would more epochs change the result?" in text
+    assert "| pst-anyk | 8 | 3 | 0.451 ± 0.021 |" in text
+    assert "| pst-anyk | 8 | yolo11n | +0.0310 ± 0.0010 |" in text  # paired per seed, not difference of means
+    assert "Best K of pst-anyk: 8" in text and "| 8 | 0.451 ± 0.021 | yes |" in text
+    assert (tmp_path / "acc.png").stat().st_size > 10_000
     only = tmp_path / "only.csv"
     for r in rows:
         study._append_row(only, r)
     text = study.write_report(only, tmp_path / "only.md").read_text()
     assert "No yolo11n row of a longer budget than 1 epochs" in text and "--epochs 2`" in text
-    assert "| pst-anyk | 8 | 3 | 0.451 ± 0.021 |" in text
-    assert "| pst-anyk | 8 | yolo11n | +0.0310 ± 0.0010 |" in text  # paired per seed, not difference of means
-    assert "Best K of pst-anyk: 8" in text and "| 8 | 0.451 ± 0.021 | yes |" in text
-    assert (tmp_path / "acc.png").stat().st_size > 10_000
 
 
 def test_plateau():
