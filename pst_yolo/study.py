@@ -843,6 +843,32 @@ def _longer_section(all_rows: list[dict], budget: str) -> list[str]:
     b = found[("yolo11n", None)]
     ok = all(ap - ap_own < 0.01 for _, _, ap, ap_own in b)
     lines += ["", f"yolo11n within 0.01 when trained longer: {'yes' if ok else 'no'} ({len(b)} run(s))."]
+    return lines + _longer_summary(found, own)
+
+
+def _longer_summary(found: dict, own: int) -> list[str]:
+    """Mean ± std over seeds of each cell at each longer budget, and its paired per-seed Δ to the stock baseline of that
+    budget; empty while no cell has two seeds there (the per-run table says it all)."""
+    groups = {}  # (epochs, recipe, k) -> {seed: (AP, AP at own)}
+    for (name, k), runs in found.items():
+        for epochs, seed, ap, ap_own in runs:
+            groups.setdefault((epochs, name, k), {})[seed] = (ap, ap_own)
+    if not any(len(g) > 1 for g in groups.values()):
+        return []
+    lines = ["", "Over seeds (mean ± std; paired Δ: each seed minus the same seed's baseline at the same budget; "
+             "wins = seeds where the cell is higher):", "",
+             f"| recipe | pst_topk | epochs | seeds | AP | Δ vs {own} epochs | paired Δ vs baseline | seeds (wins) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for (epochs, name, k), by_seed in sorted(groups.items(), key=lambda g: (g[0][0], *_cell_order(g[0][1:]))):
+        recipe = RECIPES.get(name)
+        base = groups.get((epochs, recipe.baseline, None), {}) if recipe and recipe.baseline else {}
+        diffs = [by_seed[s][0] - base[s][0] for s in sorted(by_seed) if s in base]
+        paired = f"{_fmt(*_mean_std(diffs)[:2], signed=True)} | {len(diffs)} ({sum(d > 0 for d in diffs)})" \
+            if diffs else "– | –"
+        gain = _mean_std([ap - ap_own for ap, ap_own in by_seed.values()])
+        lines.append(f"| {name} | {'–' if k is None else k} | {epochs} | {len(by_seed)} | "
+                     f"{_fmt(*_mean_std([ap for ap, _ in by_seed.values()])[:2])} | {_fmt(*gain[:2], signed=True)} | "
+                     f"{paired} |")
     return lines
 
 

@@ -145,15 +145,21 @@ def test_paired_statistics_and_report(tmp_path):
     csv_path = tmp_path / "acc.csv"
     longer = [fake_row("yolo11n", 0, None, 0.43, budget="shapes e2 i64 b8 f0.1"),  # twice the epochs, same seed
               fake_row("yolo11n", 1, None, 0.90, budget="shapes e2 i128 b8 f0.1"),  # another imgsz: not comparable
-              fake_row("pst-anyk", 0, 8, 0.42, budget="shapes e2 i64 b8 f0.1")]
+              fake_row("pst-anyk", 0, 8, 0.42, budget="shapes e2 i64 b8 f0.1"),
+              fake_row("yolo11n", 2, None, 0.47, budget="shapes e2 i64 b8 f0.1"),  # a second seed: a summary row
+              fake_row("pst-anyk", 2, 8, 0.48, budget="shapes e2 i64 b8 f0.1")]
     for r in rows + longer:
         study._append_row(csv_path, r)
     md = study.write_report(csv_path, tmp_path / "acc.md", banner="test", how_to_run="## Run\nthis")
     text = md.read_text()
     assert "| yolo11n | – | 2 | 0 | 0.430 | 0.400 | +0.030 | – |" in text
-    assert "yolo11n within 0.01 when trained longer: no (1 run(s))" in text
+    assert "yolo11n within 0.01 when trained longer: no (2 run(s))" in text
     assert "| pst-anyk | 8 | 2 | 0 | 0.420 | 0.430 | -0.010 | -0.010 |" in text  # paired with yolo11n at 2 epochs
     assert "0.900" not in text and "Would more epochs change the result?" in text
+    # over seeds at 2 epochs: yolo11n 0.43, 0.47 (+0.03, +0.03 over 1 epoch); pst-anyk 0.42, 0.48 (-0.010, +0.008
+    # over 1 epoch), paired with yolo11n at 2 epochs: -0.01, +0.01
+    assert "| yolo11n | – | 2 | 2 | 0.450 ± 0.028 | +0.0300 ± 0.0000 | – | – |" in text
+    assert "| pst-anyk | 8 | 2 | 2 | 0.450 ± 0.042 | -0.0010 ± 0.0127 | +0.0000 ± 0.0141 | 2 (1) |" in text
     assert "| pst-anyk | 8 | 3 | 0.451 ± 0.021 |" in text
     assert "| pst-anyk | 8 | yolo11n | +0.0310 ± 0.0010 |" in text  # paired per seed, not difference of means
     assert "Best K of pst-anyk: 8" in text and "| 8 | 0.451 ± 0.021 | yes |" in text
