@@ -825,8 +825,8 @@ def _longer_section(all_rows: list[dict], budget: str) -> list[str]:
     found = {c: longer_budget(all_rows, budget, *c) for c in cells}
     if not found.get(("yolo11n", None)):
         return [*lines, f"No yolo11n row of a longer budget than {own} epochs in the CSV yet: run this budget's study "
-                        f"command with `--recipes yolo11n --seeds 0 --epochs {2 * own}`, then `--report-only` (a "
-                        "runner reports the budget it ran)."]
+                        f"command with `--recipes yolo11n --seeds 0 --epochs {2 * own}`: its row lands in this "
+                        "section of the next report."]
     lines += ["Criterion: the baseline trained longer (twice the epochs; same seed, everything else equal) scores less "
               "than 0.01 AP more. The learning-rate schedule ends at the last epoch of each budget, so this compares "
               "finished runs, not points on one curve. PST cells trained longer are paired with their stock baseline "
@@ -897,12 +897,37 @@ def _anyk_section(rows: list[dict]) -> list[str]:
     return lines
 
 
+CURVES_HEADING = "## Learning curves and the plateau criterion"
+CARRIED_NOTE = ("(Carried over from the previous report: the runs' results.csv files it was computed from are not in "
+                "this work directory; the table and plot are unchanged.)")
+
+
+def _carried_curves_section(md_path: Path, budget: str) -> list[str]:
+    """The learning-curve section of the report already at ``md_path``, kept as it was (with a note saying so), if that
+    report is about ``budget``.
+
+    The per-epoch curves live in the runs' results.csv files, which are not committed: a report regenerated from the
+    committed CSV in a fresh clone would otherwise drop a section (and its plot) it cannot recompute.
+    """
+    if not md_path.is_file():
+        return []
+    text = md_path.read_text(encoding="utf-8")
+    start = text.find(CURVES_HEADING)
+    if start < 0 or f"Budget: `{budget}`" not in text[:start]:
+        return []
+    end = text.find("\n## ", start + len(CURVES_HEADING))
+    lines = text[start: None if end < 0 else end].rstrip("\n").split("\n")
+    if CARRIED_NOTE not in lines:
+        lines[1:1] = ["", CARRIED_NOTE]
+    return ["", *lines]
+
+
 def _curves_section(out, budget: str, md_path: Path) -> list[str]:
     curves = learning_curves(out, budget)
     if not curves:
-        return []
+        return _carried_curves_section(md_path, budget)
     plot = plot_curves(curves, md_path.with_name(f"{md_path.stem}_curves.png"))
-    lines = ["", "## Learning curves and the plateau criterion", "",
+    lines = ["", CURVES_HEADING, "",
              "Criterion: the baseline's val mAP50-95 (Ultralytics, per epoch) averaged over the last fifth of the "
              "epochs (at least 3) exceeds the average of the fifth before it by less than 0.005.", "",
              "| recipe | seed | epochs | final mAP50-95 | gain of the last window | plateaued |",

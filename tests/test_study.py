@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -169,6 +170,28 @@ def test_paired_statistics_and_report(tmp_path):
         study._append_row(only, r)
     text = study.write_report(only, tmp_path / "only.md").read_text()
     assert "No yolo11n row of a longer budget than 1 epochs" in text and "--epochs 2`" in text
+
+
+def test_report_keeps_the_curves_section_it_cannot_recompute(tmp_path):
+    """A report regenerated without the runs (a fresh clone) keeps the learning-curve section of its own budget."""
+    csv_path, md, out = tmp_path / "acc.csv", tmp_path / "acc.md", tmp_path / "out"
+    for seed in (0, 1):
+        study._append_row(csv_path, fake_row("yolo11n", seed, None, 0.4))
+    run = out / "runs" / "shapes_e1_i64_b8_f0.1" / "yolo11n" / "seed0"
+    run.mkdir(parents=True)
+    (run / "results.csv").write_text("epoch,metrics/mAP50-95(B)\n1,0.125\n2,0.25\n3,0.375\n")
+    first = study.write_report(csv_path, md, out=out).read_text()
+    assert "| yolo11n | 0 | 3 | 0.375 |" in first and study.CARRIED_NOTE not in first
+    shutil.rmtree(out)
+    for _ in range(2):  # carried once, not noted twice
+        text = study.write_report(csv_path, md, out=out).read_text()
+        assert "| yolo11n | 0 | 3 | 0.375 |" in text and text.count(study.CARRIED_NOTE) == 1
+        assert text.count(study.CURVES_HEADING) == 1 and "(acc_curves.png)" in text
+    study._append_row(csv_path, fake_row("yolo11n", 0, None, 0.4, budget="shapes e9 i64 b8 f0.1"))
+    for seed in (1, 2):
+        study._append_row(csv_path, fake_row("yolo11n", seed, None, 0.4, budget="shapes e9 i64 b8 f0.1"))
+    other = study.write_report(csv_path, md, out=out).read_text()  # now about another budget: nothing to carry
+    assert "Budget: `shapes e9 i64 b8 f0.1`" in other and study.CURVES_HEADING not in other
 
 
 def test_plateau():
