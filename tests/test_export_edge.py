@@ -22,7 +22,12 @@ from pst_yolo.export import ExportBackendError, export_form, export_problem
 from pst_yolo.export.verify import letterbox_images, torch_outputs
 
 IMGSZ = 96
-ATOL = 1e-3  # fp32 raw outputs (B, 4 + nc, anchors): boxes in pixels, class probabilities
+ATOL = 1e-3  # fp32 raw outputs (B, 4 + nc, anchors): class probabilities
+# Boxes are in pixels. NCNN's and Paddle's CPU kernels are not PyTorch's: on the 2-core CI machine of 2026-12 their
+# boxes were 3.8e-3 to 5.8e-3 px from PyTorch's on a 96-px input (classes 2e-5 to 1.1e-4), where an earlier CI
+# machine passed 1e-3 (likely other kernels for another CPU). 0.01 px still fails for a wrong token selection or a
+# dropped layer (the k = 8 vs k = 0 check below asks for > 0.1).
+BOX_ATOL = 1e-2
 NEEDS = {"ncnn": ("ncnn", "pnnx"), "paddle": ("paddle", "x2paddle"), "coreml": ("coremltools",)}
 
 
@@ -79,8 +84,8 @@ def test_edge_export_matches_pytorch(fmt, k, exported, shapes_model, images):
     x = letterbox_images(images, IMGSZ)
     out, ref = _backend_outputs(path, x), torch_outputs(shapes_model, x, pst_topk=k)
     assert out.shape == ref.shape
-    diff = np.abs(out - ref).max()
-    assert diff <= ATOL, f"{fmt} pst_topk={k}: max abs diff {diff:.2e}"
+    box, cls = np.abs(out[:, :4] - ref[:, :4]).max(), np.abs(out[:, 4:] - ref[:, 4:]).max()
+    assert box <= BOX_ATOL and cls <= ATOL, f"{fmt} pst_topk={k}: max abs diff boxes {box:.2e} px, classes {cls:.2e}"
     if k:  # the fine path is in the exported graph and active: far from the coarse-only output
         assert np.abs(out - torch_outputs(shapes_model, x, pst_topk=0)).max() > 100 * ATOL
 
