@@ -47,6 +47,13 @@ images, `nbs` = batch), seeds 0 1 2, every recipe ({recipes}). PST models are va
 interrupted training resumes from its `last.pt`. `--recipes` runs part of the matrix (same budget: the rows add up),
 e.g. the decisive cells first: `--recipes yolo11n pst-coarse pst-anyk`.
 
+Optimizer: AdamW at lr0 0.001 (momentum 0.9, bias warmup from 0) at every budget, which is what Ultralytics'
+`optimizer=auto` picks for these runs (up to 10000 iterations; the 100- and 200-epoch budgets have 3200 and 6400).
+Past that `optimizer=auto` would switch to MuSGD at lr0 0.01 (from 313 epochs of the 512 images at batch 16), so a
+longer budget would change the optimizer too, and MuSGD took 9 s per batch on this CPU against AdamW's 0.9 s; the
+runner therefore fixes auto's AdamW (`pst_yolo.study.study_optimizer`; the same weights as `optimizer=auto` where
+auto picks AdamW, tested). An `optimizer=...` argument overrides it and becomes part of the budget.
+
 **Plateau criterion.** The study only means something if the baseline has converged: yolo11n's val mAP50-95
 (Ultralytics, EMA, every epoch) averaged over the last fifth of the epochs must exceed the average over the fifth
 before it by less than 0.005 (half a point). The runner checks it for every run (the learning-curve table) and plots

@@ -194,6 +194,60 @@ def test_report_keeps_the_curves_section_it_cannot_recompute(tmp_path):
     assert "Budget: `shapes e9 i64 b8 f0.1`" in other and study.CURVES_HEADING not in other
 
 
+class _Aborted(Exception):
+    """Raised by :class:`_OptimizerProbe` once the trainer has built its optimizer (no step is trained)."""
+
+
+def _optimizer_probe():
+    from ultralytics.models.yolo.detect import DetectionTrainer
+
+    class _OptimizerProbe(DetectionTrainer):
+        """A stock trainer that stops right after setting up, carrying what it built."""
+
+        def _setup_train(self):
+            super()._setup_train()
+            raise _Aborted(type(self.optimizer).__name__, self.args.lr0)
+
+    return _OptimizerProbe
+
+
+def test_study_keeps_adamw_where_optimizer_auto_would_switch_to_musgd(tmp_path):
+    """Past 10000 iterations Ultralytics' optimizer=auto builds MuSGD; a study training keeps auto's AdamW (lr0 fit
+    for 6 classes: 0.001), unless its arguments name an optimizer."""
+    from ultralytics import YOLO
+
+    args = dict(data="shapes", epochs=10001, imgsz=32, batch=16, nbs=16, fraction=0.03, workers=0, plots=False,
+                exist_ok=True, verbose=False)  # 15 images: one batch per epoch, 10001 iterations
+    with pytest.raises(_Aborted) as stock:
+        YOLO("yolo11n.yaml").train(trainer=_optimizer_probe(), project=str(tmp_path), name="stock", **args)
+    assert stock.value.args == ("MuSGD", 0.01)  # the switch this guards against (the test fails if it goes away)
+    with pytest.raises(_Aborted) as pinned:
+        study.train_or_resume(tmp_path / "study", "yolo11n.yaml", args, trainer=_optimizer_probe())
+    assert pinned.value.args == ("AdamW", 0.001)
+    with pytest.raises(_Aborted) as named:
+        study.train_or_resume(tmp_path / "named", "yolo11n.yaml", {**args, "optimizer": "SGD"},
+                              trainer=_optimizer_probe())
+    assert named.value.args[0] == "SGD"
+
+
+def test_study_optimizer_trains_bit_for_bit_as_auto_on_a_short_budget(tmp_path):
+    """Where optimizer=auto picks AdamW (every committed row), the study's fixed AdamW trains the same weights."""
+    from ultralytics import YOLO
+
+    args = dict(data="shapes", epochs=1, imgsz=32, batch=8, nbs=8, fraction=0.03, workers=0, plots=False, val=False,
+                exist_ok=True, verbose=False, seed=0, deterministic=True)
+    YOLO("yolo11n.yaml").train(project=str(tmp_path), name="auto", **args)
+    last, _ = study.train_or_resume(tmp_path / "study", "yolo11n.yaml", args)
+    auto = torch.load(tmp_path / "auto" / "weights" / "last.pt", weights_only=False)
+    pinned = torch.load(last, weights_only=False)
+    assert pinned["train_args"]["optimizer"] == "AdamW" and auto["train_args"]["optimizer"] == "AdamW"
+    a, b = auto["model"].state_dict(), pinned["model"].state_dict()  # the EMA (final checkpoints keep it as model)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], v) for k, v in YOLO("yolo11n.yaml").model.state_dict().items()
+                   if k in a and a[k].shape == v.shape)  # it trained
+
+
 def test_plateau():
     rising = [i / 100 for i in range(30)]
     assert not study.plateau(rising)[0]
