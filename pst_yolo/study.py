@@ -40,11 +40,13 @@ __all__ = (
     "Budget",
     "Recipe",
     "StudyLock",
+    "curves_csv",
     "init_authors",
     "longer_budget",
     "paired_differences",
     "plateau",
     "read_rows",
+    "record_curves",
     "run_study",
     "study_optimizer",
     "summarize",
@@ -479,6 +481,7 @@ def _new_rows(recipes, seeds, budget, csv_path, out, topks):
                 if todo:
                     LOGGER.info(f"study: {name} seed {seed} ({budget.key()}): pst_topk {todo}")
                     weights, facts = _train(recipe, seed, budget, out)
+                    record_curves(curves_csv(csv_path), out, [budget.key()])
                     yield from _cell_rows(recipe, seed, budget, out, todo, env, facts, weights)
 
 
@@ -551,14 +554,80 @@ def plateau(curve: list[float], window: int | None = None, tol: float = 0.005) -
     return gain < tol, gain, window
 
 
-def learning_curves(out: str | Path, budget_key: str) -> dict[str, dict[int, list[float]]]:
-    """``{recipe: {seed: val mAP50-95 per epoch}}`` from the runs' Ultralytics results.csv (finished or not)."""
+CURVE_COLUMNS = ("budget", "recipe", "seed", "epoch", "mAP50-95", "mAP50")
+
+
+def curves_csv(csv_path: str | Path) -> Path:
+    """The per-epoch curves CSV kept beside a study CSV: ``accuracy.csv`` -> ``accuracy_curves.csv``."""
+    csv_path = Path(csv_path)
+    return csv_path.with_name(f"{csv_path.stem}_curves.csv")
+
+
+def _results_curve(results: Path) -> list[dict]:
+    """``[{epoch, mAP50-95, mAP50}]`` of one run's Ultralytics results.csv (val metrics, EMA, every epoch)."""
+    with open(results, newline="", encoding="utf-8") as f:
+        return [{"epoch": int(float(r["epoch"])), "mAP50-95": float(r["metrics/mAP50-95(B)"]),
+                 "mAP50": float(r.get("metrics/mAP50(B)") or "nan")} for r in csv.DictReader(f)
+                if r.get("metrics/mAP50-95(B)")]
+
+
+def record_curves(path: str | Path, out: str | Path, budgets) -> int:
+    """Copy the per-epoch val metrics of every finished training under ``out`` into the curves CSV ``path``, once per
+    ``(budget, recipe, seed)``.
+
+    The runs' results.csv files live in the work directory, which is not committed (and not kept between machines);
+    this CSV is, so the learning curves and the plateau check can be regenerated from a fresh clone. Only finished
+    trainings (``done.json`` beside them) are copied: a curve in progress would be frozen half-way. Runners side by
+    side take the file's lock for the whole check-and-append, so no curve is written twice.
+
+    Args:
+        path (str | Path): The curves CSV (created, or appended to).
+        out (str | Path): The study's work directory (``runs/<budget>/<recipe>/seed<n>``).
+        budgets: Budget keys whose runs to copy.
+
+    Returns:
+        The number of curves (runs) added.
+    """
+    finished = [((budget, results.parent.parent.name, results.parent.name[4:]), results) for budget in budgets
+                for results in sorted((Path(out) / "runs" / budget.replace(" ", "_")).glob("*/seed*/results.csv"))
+                if (results.parent / "done.json").is_file()]
+    if not finished:
+        return 0
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    added = 0
+    with open(path, "a+", newline="", encoding="utf-8") as f:
+        _try_lock(f.fileno(), block=True)
+        f.seek(0)
+        have = {(r["budget"], r["recipe"], r["seed"]) for r in csv.DictReader(f)}
+        writer = csv.DictWriter(f, fieldnames=CURVE_COLUMNS)
+        header = os.fstat(f.fileno()).st_size == 0  # (the size does not grow before the flush)
+        for key, results in finished:
+            if key in have:
+                continue
+            if header:
+                writer.writeheader()
+                header = False
+            writer.writerows({"budget": key[0], "recipe": key[1], "seed": key[2], **r} for r in _results_curve(results))
+            have.add(key)
+            added += 1
+        f.flush()
+        os.fsync(f.fileno())
+    return added
+
+
+def learning_curves(out: str | Path | None, budget_key: str, path: str | Path | None = None
+                    ) -> dict[str, dict[int, list[float]]]:
+    """``{recipe: {seed: val mAP50-95 per epoch}}`` of one budget: the curves CSV ``path`` (finished runs), then the
+    runs' Ultralytics results.csv under ``out`` (finished or not), which replace the CSV's curve of the same run."""
     curves = {}
-    root = Path(out) / "runs" / budget_key.replace(" ", "_")
-    for results in sorted(root.glob("*/seed*/results.csv")):
-        with open(results, newline="", encoding="utf-8") as f:
-            values = [float(r["metrics/mAP50-95(B)"]) for r in csv.DictReader(f) if r.get("metrics/mAP50-95(B)")]
-        curves.setdefault(results.parent.parent.name, {})[int(results.parent.name[4:])] = values
+    rows = read_csv_rows(path, ("mAP50-95",)) if path is not None else []
+    for r in sorted((r for r in rows if r["budget"] == budget_key), key=lambda r: int(r["epoch"])):
+        curves.setdefault(r["recipe"], {}).setdefault(int(r["seed"]), []).append(r["mAP50-95"])
+    root = Path(out) / "runs" / budget_key.replace(" ", "_") if out is not None else None
+    for results in sorted(root.glob("*/seed*/results.csv")) if root is not None else ():
+        curve = [r["mAP50-95"] for r in _results_curve(results)]
+        curves.setdefault(results.parent.parent.name, {})[int(results.parent.name[4:])] = curve
     return curves
 
 
@@ -727,9 +796,11 @@ def write_report(csv_path: str | Path, md_path: str | Path, out: str | Path | No
                          f"{_fmt(*d_aps[:2], signed=True)} | {d_ap[2]} ({d_ap[3]}) |")
 
     lines += _anyk_section(rows)
+    curves_path = curves_csv(csv_path)
     if out is not None:
-        lines += _curves_section(out, budget, md_path)
-    lines += _longer_section(all_rows, budget)
+        record_curves(curves_path, out, budgets)
+        lines += _curves_section(out, budget, md_path, curves_path)
+    lines += _longer_section(all_rows, budget, out, curves_path)
     lines += ["", f"![mAP50-95 and APs against pst_topk]({plot.name})", ""]
     if how_to_run:
         lines += [how_to_run.strip(), ""]
@@ -848,7 +919,7 @@ def longer_budget(all_rows: list[dict], budget: str, recipe: str = "yolo11n",
     return sorted(out)
 
 
-def _longer_section(all_rows: list[dict], budget: str) -> list[str]:
+def _longer_section(all_rows: list[dict], budget: str, out=None, path: Path | None = None) -> list[str]:
     parsed = _with_epochs(budget)
     if parsed is None:
         return []
@@ -876,7 +947,21 @@ def _longer_section(all_rows: list[dict], budget: str) -> list[str]:
     b = found[("yolo11n", None)]
     ok = all(ap - ap_own < 0.01 for _, _, ap, ap_own in b)
     lines += ["", f"yolo11n within 0.01 when trained longer: {'yes' if ok else 'no'} ({len(b)} run(s))."]
-    return lines + _longer_summary(found, own)
+    lines += _longer_summary(found, own)
+    parsed_all = {b: _with_epochs(b) or ("", 0) for b in {r["budget"] for r in all_rows}}
+    longer_budgets = {b: e for b, (key, e) in parsed_all.items() if key == parsed[0] and e > own}
+    for longer, epochs in sorted(longer_budgets.items(), key=lambda kv: kv[1]):
+        curves = learning_curves(out, longer, path)
+        missing = sorted({(r["recipe"], r["seed"]) for r in all_rows if r["budget"] == longer}
+                         - {(n, str(s)) for n, runs in curves.items() for s in runs})
+        lines += ["", f"Learning curves at {epochs} epochs (the plateau criterion as above: the last fifth of the "
+                      "epochs against the fifth before it, < 0.005):", ""]
+        lines += _plateau_table(curves, epochs) if curves else []
+        if missing:
+            lines += ["", "Curves not on record (trained before the runner kept them in "
+                      f"`{Path(path).name if path else 'the curves CSV'}`): "
+                      + ", ".join(f"{n} seed {s}" for n, s in missing) + "."]
+    return lines
 
 
 def _longer_summary(found: dict, own: int) -> list[str]:
@@ -955,21 +1040,30 @@ def _carried_curves_section(md_path: Path, budget: str) -> list[str]:
     return ["", *lines]
 
 
-def _curves_section(out, budget: str, md_path: Path) -> list[str]:
-    curves = learning_curves(out, budget)
-    if not curves:
-        return _carried_curves_section(md_path, budget)
-    plot = plot_curves(curves, md_path.with_name(f"{md_path.stem}_curves.png"))
-    lines = ["", CURVES_HEADING, "",
-             "Criterion: the baseline's val mAP50-95 (Ultralytics, per epoch) averaged over the last fifth of the "
-             "epochs (at least 3) exceeds the average of the fifth before it by less than 0.005.", "",
-             "| recipe | seed | epochs | final mAP50-95 | gain of the last window | plateaued |",
+PLATEAU_CRITERION = ("Criterion: the baseline's val mAP50-95 (Ultralytics, per epoch) averaged over the last fifth of "
+                     "the epochs (at least 3) exceeds the average of the fifth before it by less than 0.005.")
+
+
+def _plateau_table(curves: dict[str, dict[int, list[float]]], epochs: int | None = None) -> list[str]:
+    """One row per run: its final val mAP50-95, the gain of its last window and whether it meets the criterion (a run
+    with fewer than the budget's ``epochs`` is marked as still training)."""
+    lines = ["| recipe | seed | epochs | final mAP50-95 | gain of the last window | plateaued |",
              "|---|---:|---:|---:|---:|---|"]
     for name, runs in sorted(curves.items(), key=lambda kv: RECIPES.get(kv[0], Recipe("", "")).baseline is not None):
         for seed, curve in sorted(runs.items()):
             ok, gain, window = plateau(curve)
             g = "–" if math.isnan(gain) else f"{gain:+.4f} ({window} epochs)"
-            lines.append(f"| {name} | {seed} | {len(curve)} | {curve[-1] if curve else math.nan:.3f} | {g} | "
+            n = f"{len(curve)}{' (training)' if epochs and len(curve) < epochs else ''}"
+            lines.append(f"| {name} | {seed} | {n} | {curve[-1] if curve else math.nan:.3f} | {g} | "
                          f"{'yes' if ok else 'no'} |")
-    lines += ["", f"![val mAP50-95 per epoch]({plot.name})"]
     return lines
+
+
+def _curves_section(out, budget: str, md_path: Path, path: Path | None = None) -> list[str]:
+    curves = learning_curves(out, budget, path)
+    if not curves:
+        return _carried_curves_section(md_path, budget)
+    plot = plot_curves(curves, md_path.with_name(f"{md_path.stem}_curves.png"))
+    parsed = _with_epochs(budget)
+    return ["", CURVES_HEADING, "", PLATEAU_CRITERION, "", *_plateau_table(curves, parsed and parsed[1]), "",
+            f"![val mAP50-95 per epoch]({plot.name})"]

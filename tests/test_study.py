@@ -194,6 +194,44 @@ def test_report_keeps_the_curves_section_it_cannot_recompute(tmp_path):
     assert "Budget: `shapes e9 i64 b8 f0.1`" in other and study.CURVES_HEADING not in other
 
 
+def test_finished_curves_are_kept_in_a_csv_that_outlives_the_runs(tmp_path):
+    """Each finished run's per-epoch curve is copied once into the committed curves CSV; the report recomputes its
+    curve sections from it when the runs are gone, and a longer budget gets its own plateau table."""
+    csv_path, md, out = tmp_path / "acc.csv", tmp_path / "acc.md", tmp_path / "out"
+    short, long = "shapes e3 i64 b8 f0.1", "shapes e6 i64 b8 f0.1"
+    for seed in (0, 1, 2):
+        study._append_row(csv_path, fake_row("yolo11n", seed, None, 0.4, budget=short))
+    study._append_row(csv_path, fake_row("yolo11n", 0, None, 0.5, budget=long))
+    study._append_row(csv_path, fake_row("pst-anyk", 0, 0, 0.45, budget=long))
+
+    def run(budget, seed, curve, done=True):
+        folder = out / "runs" / budget.replace(" ", "_") / "yolo11n" / f"seed{seed}"
+        folder.mkdir(parents=True)
+        rows = "".join(f"{e},{v},{v + 0.1}\n" for e, v in enumerate(curve, 1))
+        (folder / "results.csv").write_text("epoch,metrics/mAP50-95(B),metrics/mAP50(B)\n" + rows)
+        if done:
+            (folder / "done.json").write_text("{}")
+
+    run(short, 0, [0.125, 0.25, 0.375])
+    run(short, 1, [0.1], done=False)  # still training: not frozen into the CSV
+    run(long, 0, [0.5] * 6)
+    curves = study.curves_csv(csv_path)
+    assert curves.name == "acc_curves.csv"
+    assert study.record_curves(curves, out, [short, long]) == 2
+    assert study.record_curves(curves, out, [short, long]) == 0  # once per run
+    kept = study.read_csv_rows(curves, ("mAP50-95",))
+    assert [(r["budget"], r["seed"], r["epoch"], r["mAP50-95"]) for r in kept[:3]] == [
+        (short, "0", "1", 0.125), (short, "0", "2", 0.25), (short, "0", "3", 0.375)]
+    assert {(r["budget"], r["seed"]) for r in kept} == {(short, "0"), (long, "0")}
+
+    shutil.rmtree(out)  # a fresh clone: no runs, the CSVs only
+    text = study.write_report(csv_path, md, out=out).read_text()
+    assert study.CARRIED_NOTE not in text and "| yolo11n | 0 | 3 | 0.375 | – | no |" in text  # too short to judge
+    long_part = text[text.index("Learning curves at 6 epochs"):]
+    assert "| yolo11n | 0 | 6 | 0.500 | +0.0000 (3 epochs) | yes |" in long_part
+    assert "not on record" in long_part and "pst-anyk seed 0" in long_part
+
+
 class _Aborted(Exception):
     """Raised by :class:`_OptimizerProbe` once the trainer has built its optimizer (no step is trained)."""
 
