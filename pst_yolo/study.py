@@ -400,7 +400,7 @@ def train_or_resume(run: Path, model: str, args: dict, task: str | None = None, 
 
 def _train(recipe: Recipe, seed: int, budget: Budget, out: Path) -> tuple[Path, dict]:
     """Train (or resume, or skip if finished) one recipe and seed; returns last.pt and timing facts."""
-    run = out / "runs" / budget.key().replace(" ", "_") / recipe.name / f"seed{seed}"
+    run = _runs_dir(out, budget.key()) / recipe.name / f"seed{seed}"
     trainer = _authors_init_trainer() if recipe.init == "authors" else None
     return train_or_resume(run, recipe.model, {**budget.train_args(), **recipe.train, "seed": seed}, trainer=trainer)
 
@@ -563,6 +563,17 @@ def curves_csv(csv_path: str | Path) -> Path:
     return csv_path.with_name(f"{csv_path.stem}_curves.csv")
 
 
+def _runs_dir(out: str | Path, budget_key: str) -> Path:
+    """The folder of one budget's training runs in the study's work directory (``<recipe>/seed<n>`` under it)."""
+    return Path(out) / "runs" / budget_key.replace(" ", "_")
+
+
+def _run_results(out: str | Path, budget_key: str) -> list[tuple[str, str, Path]]:
+    """``(recipe, seed, results.csv)`` of every run of one budget on disk (finished or not)."""
+    return [(r.parent.parent.name, r.parent.name[4:], r)
+            for r in sorted(_runs_dir(out, budget_key).glob("*/seed*/results.csv"))]
+
+
 def _results_curve(results: Path) -> list[dict]:
     """``[{epoch, mAP50-95, mAP50}]`` of one run's Ultralytics results.csv (val metrics, EMA, every epoch)."""
     with open(results, newline="", encoding="utf-8") as f:
@@ -588,9 +599,8 @@ def record_curves(path: str | Path, out: str | Path, budgets) -> int:
     Returns:
         The number of curves (runs) added.
     """
-    finished = [((budget, results.parent.parent.name, results.parent.name[4:]), results) for budget in budgets
-                for results in sorted((Path(out) / "runs" / budget.replace(" ", "_")).glob("*/seed*/results.csv"))
-                if (results.parent / "done.json").is_file()]
+    finished = [((budget, recipe, seed), results) for budget in budgets
+                for recipe, seed, results in _run_results(out, budget) if (results.parent / "done.json").is_file()]
     if not finished:
         return 0
     path = Path(path)
@@ -624,10 +634,8 @@ def learning_curves(out: str | Path | None, budget_key: str, path: str | Path | 
     rows = read_csv_rows(path, ("mAP50-95",)) if path is not None else []
     for r in sorted((r for r in rows if r["budget"] == budget_key), key=lambda r: int(r["epoch"])):
         curves.setdefault(r["recipe"], {}).setdefault(int(r["seed"]), []).append(r["mAP50-95"])
-    root = Path(out) / "runs" / budget_key.replace(" ", "_") if out is not None else None
-    for results in sorted(root.glob("*/seed*/results.csv")) if root is not None else ():
-        curve = [r["mAP50-95"] for r in _results_curve(results)]
-        curves.setdefault(results.parent.parent.name, {})[int(results.parent.name[4:])] = curve
+    for recipe, seed, results in _run_results(out, budget_key) if out is not None else ():
+        curves.setdefault(recipe, {})[int(seed)] = [r["mAP50-95"] for r in _results_curve(results)]
     return curves
 
 
