@@ -377,6 +377,8 @@ def train_or_resume(run: Path, model: str, args: dict, task: str | None = None, 
     from ultralytics import YOLO
     from ultralytics.nn.tasks import torch_safe_load
 
+    # absolute, because Ultralytics puts a relative ``project`` under its own runs_dir/<task>, away from ``run``
+    run = Path(run).resolve()
     last, done = run / "weights" / "last.pt", run / "done.json"
     if done.is_file():
         return last, json.loads(done.read_text())
@@ -443,7 +445,7 @@ def run_study(recipes: list[str], seeds: list[int], budget: Budget, csv_path: st
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown:
         raise ValueError(f"unknown recipe(s) {unknown}; valid: {', '.join(RECIPES)}")
-    csv_path, out = Path(csv_path), Path(out)
+    csv_path, out = Path(csv_path), Path(out).resolve()  # relative: against the working directory, as a user means it
     added = 0
     try:
         for row in _new_rows(recipes, seeds, budget, csv_path, out, topks):

@@ -87,7 +87,7 @@ def run_task_study(pairs: list[str], seed: int, budget: Budget, csv_path: str | 
     unknown = [p for p in pairs if p not in PAIRS]
     if unknown:
         raise ValueError(f"unknown pair(s) {unknown}; valid: {', '.join(PAIRS)}")
-    csv_path, out = Path(csv_path), Path(out)
+    csv_path, out = Path(csv_path), Path(out).resolve()  # relative: against the working directory
     env, added = environment(), 0
     with StudyLock(out):
         for name in pairs:

@@ -309,7 +309,8 @@ def test_authors_init_changes_block_convs_only():
 
 @pytest.mark.slow
 def test_interrupted_study_resumes_training_and_adds_only_missing_rows(tmp_path, cli_env):
-    """Kill the runner right after an any-K training saves epoch 1 of 2; the same call resumes it and scores it."""
+    """Kill the runner right after an any-K training saves epoch 1 of 2; the same call resumes it and scores it (CSV
+    and work directory given relative to the working directory, as on the command line)."""
     import subprocess
     import sys
 
@@ -321,8 +322,7 @@ from pst_yolo import study
 if sys.argv[1] == "die":
     save = BaseTrainer.save_model
     BaseTrainer.save_model = lambda self: (save(self), os._exit(3))
-added = study.run_study(["pst-anyk"], [0], study.Budget(**{budget!r}), {str(tmp_path / 's.csv')!r}, {str(tmp_path)!r},
-                        topks=(0, 8))
+added = study.run_study(["pst-anyk"], [0], study.Budget(**{budget!r}), "s.csv", "work", topks=(0, 8))
 print("ADDED", added)
 """
     def runner(mode):
@@ -334,7 +334,8 @@ print("ADDED", added)
     assert not (tmp_path / "s.csv").exists()
     done = runner("live")
     assert done.returncode == 0 and "ADDED 2" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
-    run = next(tmp_path.glob("runs/*/pst-anyk/seed0"))
+    (run,) = tmp_path.glob("work/runs/*/pst-anyk/seed0")  # a relative work directory is the user's, not runs_dir's
+    assert (run / "weights" / "last.pt").is_file()
     epochs = [int(float(r.split(",")[0])) for r in (run / "results.csv").read_text().splitlines()[1:]]
     assert epochs == [1, 2]  # epoch 1 not redone
     assert json.loads((run / "done.json").read_text())["resumed"] == 1
