@@ -110,16 +110,23 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
     return args, extra
 
 
-def how_to_run(report: Path) -> str:
-    """The static 'how to run' section of the report."""
-    from pst_yolo.study import RECIPES
+def how_to_run(report: Path, budget_key: str | None = None) -> str:
+    """The static 'how to run' section of the report (with a line saying so where the report's budget is not the
+    default study's, e.g. another dataset)."""
+    from pst_yolo.study import RECIPES, Budget
 
-    return HOW_TO_RUN.format(recipes=", ".join(RECIPES), curves=f"`{report.stem}_curves.png`")
+    text = HOW_TO_RUN.format(recipes=", ".join(RECIPES), curves=f"`{report.stem}_curves.png`")
+    if budget_key and budget_key != Budget().key():
+        head, rest = text.strip().split("\n", 1)
+        text = (f"{head}\n\nThis report's budget is `{budget_key}`, not the default study's (`{Budget().key()}`): its "
+                f"own commands are the invocations above; what follows is the default study, which the cost and "
+                f"convergence figures below describe.\n{rest}")
+    return text
 
 
 def main(argv=None) -> int:
     args, extra = parse_args(argv)
-    from pst_yolo.study import DEFAULT_EXTRA, Budget, environment, read_rows, run_study, write_report
+    from pst_yolo.study import DEFAULT_EXTRA, Budget, environment, read_rows, report_budget, run_study, write_report
 
     csv_path, report = Path(args.csv), Path(args.report)
     log = csv_path.with_suffix(".log.jsonl")  # one line per invocation: command, commit, versions, wall time
@@ -151,8 +158,9 @@ def main(argv=None) -> int:
            f"{c['wall_s'] / 60:.1f} min | {c['commit']} | {c['ended']} |" for c in commands if "command" in c]
     )
     # the report is about the budget of most rows; a longer budget's rows are compared in its last section
-    write_report(csv_path, report, out=args.out,
-                 banner=args.banner, how_to_run=runs_md + "\n" + how_to_run(report))
+    rows = read_rows(csv_path)
+    write_report(csv_path, report, out=args.out, banner=args.banner,
+                 how_to_run=runs_md + "\n" + how_to_run(report, report_budget(rows) if rows else None))
     print(f"study: report {report}")
     return 130 if not args.report_only and stopped else 0
 

@@ -384,3 +384,24 @@ def test_readme_and_report_hold_the_headline_table_of_the_committed_csv():
     table = "\n".join(headline_table([r for r in rows if r["budget"] == budget]))
     assert table in (ROOT / "README.md").read_text(encoding="utf-8"), table
     assert table in (ROOT / "docs" / "accuracy.md").read_text(encoding="utf-8")
+
+
+def test_report_of_another_dataset_says_its_budget_is_not_the_default_studys(tmp_path):
+    """scripts/study.py --report-only on a CSV of another dataset (e.g. shapes-context): the report's how-to-run part,
+    which describes the default study, says that the report's own budget is another one; the default study's does not."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("study_script", ROOT / "scripts" / "study.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    for data, other in (("shapes-context", True), ("shapes", False)):
+        budget = study.Budget(data=data).key()
+        csv_path, md = tmp_path / f"{data}.csv", tmp_path / f"{data}.md"
+        for seed in (0, 1):
+            study._append_row(csv_path, fake_row("yolo11n", seed, None, 0.4, budget=budget))
+            study._append_row(csv_path, fake_row("pst-coarse", seed, 0, 0.3, budget=budget))
+        assert script.main(["--report-only", "--csv", str(csv_path), "--report", str(md), "--out",
+                            str(tmp_path / "none")]) == 0
+        text = md.read_text()
+        assert f"Budget: `{budget}`" in text
+        assert (f"This report's budget is `{budget}`, not the default study's" in text) is other
