@@ -50,6 +50,7 @@ from .hooks.coco import record_im_file
 from .topk import check_topk
 
 __all__ = (
+    "AGNOSTIC_METRICS",
     "COCO_METRICS",
     "IOU_TYPES",
     "MASK_METRICS",
@@ -73,6 +74,11 @@ __all__ = (
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 MASK_METRICS = tuple(f"mask_{m}" for m in COCO_METRICS)  # the same, of masks (iouType segm): mask_AP, mask_AP50 ...
 IOU_TYPES = {"bbox": COCO_METRICS, "segm": MASK_METRICS}  # pycocotools' iouType -> the row keys of its metrics
+# the same box metrics with every class taken as one (pycocotools' useCats=0): localisation alone, class errors forgiven
+AGNOSTIC_METRICS = tuple(f"agnostic_{m}" for m in COCO_METRICS)
+# the tables format_table prints: the row keys of their 12 metrics and of Ultralytics' mAP50-95 of the same (None: none)
+TABLES = {"bbox": (COCO_METRICS, "ul_mAP50-95"), "segm": (MASK_METRICS, "ul_mask_mAP50-95"),
+          "class-agnostic": (AGNOSTIC_METRICS, None)}
 MAX_DETS = 100  # the COCO protocol: detections scored per image, across categories
 
 
@@ -454,7 +460,7 @@ def check_masks(coco_gt, img_ids: list[int], cat_ids: list[int], source: str = "
 
 
 def score(
-    coco_gt, results: list[dict], img_ids: list[int], cat_ids: list[int], iou_type: str = "bbox"
+    coco_gt, results: list[dict], img_ids: list[int], cat_ids: list[int], iou_type: str = "bbox", use_cats: bool = True
 ) -> dict[str, float]:
     """Score detections with pycocotools by the COCO protocol (bbox or segm, IoU .50:.05:.95, maxDets 1/10/100).
 
@@ -468,6 +474,9 @@ def score(
         cat_ids (list[int]): Categories evaluated (the model's classes).
         iou_type (str): ``bbox`` (results with ``bbox``) or ``segm`` (results with ``segmentation``, RLE; the ground
             truth must have masks: :func:`check_masks`).
+        use_cats (bool): False scores class-agnostically (pycocotools' ``useCats=0``): a detection matches any object
+            of the ``cat_ids`` categories whatever its class, so the gap to the class-aware score is what wrong
+            classes cost.
 
     Returns:
         ``{metric: value}`` for :data:`COCO_METRICS` (pycocotools' -1 where a metric has no ground truth), whatever
@@ -480,6 +489,16 @@ def score(
         raise ValueError(f"iou_type must be one of {list(IOU_TYPES)}, got {iou_type!r}")
     if iou_type == "segm":
         check_masks(coco_gt, img_ids, cat_ids)
+    if not use_cats:  # useCats=0 ignores params.catIds: objects and boxes of categories not scored are left out here
+        scored = set(cat_ids)
+        results = [r for r in results if r["category_id"] in scored]
+        if any(a["category_id"] not in scored for a in coco_gt.dataset.get("annotations", [])):
+            with contextlib.redirect_stdout(io.StringIO()):
+                kept = COCO()
+                kept.dataset = {**coco_gt.dataset, "annotations": [a for a in coco_gt.dataset["annotations"]
+                                                                    if a["category_id"] in scored]}
+                kept.createIndex()
+            coco_gt = kept
 
     with contextlib.redirect_stdout(io.StringIO()) as text:  # pycocotools prints progress and the summary
         results = [dict(r) for r in cap_detections(results)]  # loadRes adds keys to the dicts it gets
@@ -493,6 +512,7 @@ def score(
         evaluator = COCOeval(coco_gt, coco_dt, iou_type)
         evaluator.params.imgIds = sorted(img_ids)
         evaluator.params.catIds = sorted(cat_ids)
+        evaluator.params.useCats = int(use_cats)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
@@ -500,7 +520,8 @@ def score(
     return dict(zip(COCO_METRICS, (float(x) for x in evaluator.stats)))
 
 
-def evaluate(model, data: str, topks=(0,), ann: str | Path | None = None, **kwargs) -> list[dict]:
+def evaluate(model, data: str, topks=(0,), ann: str | Path | None = None, class_agnostic: bool = False,
+             **kwargs) -> list[dict]:
     """Validate ``model`` once per ``pst_topk`` in ``topks`` and score each run with pycocotools.
 
     Args:
@@ -508,6 +529,8 @@ def evaluate(model, data: str, topks=(0,), ann: str | Path | None = None, **kwar
         data (str): Dataset (``shapes``, ``coco``, a data YAML ...).
         topks (Iterable[int | None]): ``pst_topk`` values; None keeps the model's own value.
         ann (str | Path | None): COCO instances json; default: found by :func:`find_annotations`.
+        class_agnostic (bool): Also score the same boxes with every class taken as one (:data:`AGNOSTIC_METRICS`,
+            ``agnostic_AP`` ...): where it is far above ``AP``, the boxes are found and their classes are wrong.
         **kwargs: Further ``YOLO.val`` arguments (``imgsz``, ``batch``, ``device`` ...).
 
     Returns:
@@ -517,7 +540,8 @@ def evaluate(model, data: str, topks=(0,), ann: str | Path | None = None, **kwar
         ``save_dir`` and ``results`` (the scored detections as a COCO results json, ``coco_results.json`` in
         ``save_dir``). A segmentation model's rows also have the 12 :data:`MASK_METRICS` (``mask_AP`` ...: the same
         detections scored on their masks, after the box metrics), Ultralytics' ``ul_mask_mAP50-95`` and
-        ``ul_mask_mAP50``, and ``mask_results`` (``coco_results_segm.json``).
+        ``ul_mask_mAP50``, and ``mask_results`` (``coco_results_segm.json``). With ``class_agnostic``, also the 12
+        :data:`AGNOSTIC_METRICS` (boxes).
 
     Raises:
         ValueError: If the json does not match the model's classes or the validated images, or (segmentation model)
@@ -556,6 +580,9 @@ def evaluate(model, data: str, topks=(0,), ann: str | Path | None = None, **kwar
         results_json.write_text(json.dumps(results), encoding="utf-8")
         metrics = score(coco_gt, results, list(imgs.values()), list(cats.values()))
         row = {"pst_topk": run.pst_topk, **metrics}
+        if class_agnostic:
+            agnostic = score(coco_gt, results, list(imgs.values()), list(cats.values()), use_cats=False)
+            row.update(zip(AGNOSTIC_METRICS, agnostic.values()))
         if segm:
             mask_results = to_coco_results(run.detections, cats, imgs, iou_type="segm")  # the same detections
             mask_json = run.save_dir / "coco_results_segm.json"
@@ -572,9 +599,10 @@ def evaluate(model, data: str, topks=(0,), ann: str | Path | None = None, **kwar
         row["results"] = str(results_json)
         if segm:
             row["mask_results"] = str(mask_json)
-        for iou_type in ("bbox", "segm") if segm else ("bbox",):
-            values = ", ".join(f"{m} {row[k]:.3f}" for m, k in zip(COCO_METRICS, IOU_TYPES[iou_type]))
-            LOGGER.info(f"pycocotools {iou_type} pst_topk={run.pst_topk}: {values}")
+        for kind in ("bbox", *(("segm",) if segm else ()), *(("class-agnostic",) if class_agnostic else ())):
+            values = ", ".join(f"{m} {row[k]:.3f}" for m, k in zip(COCO_METRICS, TABLES[kind][0]))
+            label = "bbox, class-agnostic" if kind == "class-agnostic" else kind
+            LOGGER.info(f"pycocotools {label} pst_topk={run.pst_topk}: {values}")
         rows.append(row)
     return rows
 
@@ -585,8 +613,9 @@ def format_table(rows: list[dict], iou_type: str = "bbox") -> str:
     Args:
         rows (list[dict]): Rows of :func:`evaluate`.
         iou_type (str): ``bbox``: the box metrics (``AP`` ..., ``ul_mAP50-95``); ``segm``: the mask metrics of a
-            segmentation model (``mask_AP`` ..., ``ul_mask_mAP50-95``), under the same column names. Missing values
-            show as ``-``.
+            segmentation model (``mask_AP`` ..., ``ul_mask_mAP50-95``); ``class-agnostic``: the box metrics with every
+            class taken as one (``agnostic_AP`` ...; Ultralytics has no such figure: ``-``); all under the same column
+            names. Missing values show as ``-``.
 
     Returns:
         The table: a header line, then one line per row.
@@ -598,11 +627,13 @@ def format_table(rows: list[dict], iou_type: str = "bbox") -> str:
         >>> row.update({**dict.fromkeys(MASK_METRICS, 0.25), "ul_mask_mAP50-95": 0.24})
         >>> print(format_table([row], "segm").split()[-3:])
         ['0.250', '0.240', '12.000']
+        >>> print(format_table([{**row, **dict.fromkeys(AGNOSTIC_METRICS, 0.75)}], "class-agnostic").split()[-3:])
+        ['0.750', '-', '12.000']
     """
-    if iou_type not in IOU_TYPES:
-        raise ValueError(f"iou_type must be one of {list(IOU_TYPES)}, got {iou_type!r}")
+    if iou_type not in TABLES:
+        raise ValueError(f"iou_type must be one of {list(TABLES)}, got {iou_type!r}")
     cols = ("pst_topk", *COCO_METRICS, "ul_mAP50-95", "ms_per_image")
-    keys = ("pst_topk", *IOU_TYPES[iou_type], "ul_mAP50-95" if iou_type == "bbox" else "ul_mask_mAP50-95", cols[-1])
+    keys = ("pst_topk", *TABLES[iou_type][0], TABLES[iou_type][1], cols[-1])
     lines = [" ".join(f"{c:>11}" for c in cols)]
     for r in rows:
         cells = [f"{'-' if r.get('pst_topk') is None else r['pst_topk']:>11}"]

@@ -248,6 +248,27 @@ def test_constructed_detections_score_the_hand_computed_metrics(tmp_path):
     assert metrics["AP"] == pytest.approx(0.70099, abs=1e-5)
 
 
+def test_class_agnostic_score_forgives_the_class_and_nothing_else(tmp_path):
+    """The hand-computed detections with circle and square swapped: class-aware AP 0 (every box has the wrong class),
+    class-agnostic the same as with the right classes, and computed by hand. The 4 objects as one class, detections
+    by score: B hit, A hit, the small false positive, C (IoU 0.625). IoU <= .60: recall 1/4, 2/4, 2/4, 3/4, precision
+    (interpolated) 1 up to recall 1/2 (51 of 101 points), 3/4 up to 3/4 (25 points); IoU >= .65: 1 up to 1/2."""
+    gt = write_gt(tmp_path / "gt.json", HAND_IMAGES, HAND_GT, HAND_CATEGORIES)
+    cats = category_ids(gt.dataset["categories"], {0: "circle", 1: "square"}, [1, 2])
+    imgs = image_ids(gt.dataset["images"], list(HAND_FILES))
+    right = to_coco_results(HAND_DETS, cats, imgs)
+    swapped = to_coco_results([{**d, "category_id": 3 - d["category_id"]} for d in HAND_DETS], cats, imgs)
+    ids, cat_list = list(imgs.values()), list(cats.values())
+    assert score(gt, swapped, ids, cat_list)["AP"] == 0
+    agnostic = score(gt, swapped, ids, cat_list, use_cats=False)
+    assert agnostic == score(gt, right, ids, cat_list, use_cats=False)
+    assert agnostic["AP50"] == pytest.approx((51 + 25 * 0.75) / 101, abs=1e-9)
+    assert agnostic["AP"] == pytest.approx((3 * (51 + 25 * 0.75) + 7 * 51) / 1010, abs=1e-9)
+    assert agnostic["AR100"] == pytest.approx((3 * 3 / 4 + 7 * 2 / 4) / 10, abs=1e-9)
+    for cat in cat_list:  # one category scored: class-agnostic is class-aware (other objects and boxes stay out)
+        assert score(gt, right, ids, [cat], use_cats=False) == score(gt, right, ids, [cat])
+
+
 def box_mask_rle(box, h=100, w=100, form="str") -> dict:
     """The filled integer box ``[x, y, w, h]`` as a mask in COCO RLE: ``counts`` a string (as Ultralytics writes it),
     bytes (as pycocotools encodes it) or a list (uncompressed)."""
@@ -466,8 +487,9 @@ def table_rows(stdout: str) -> list[list[str]]:
     return [line.split() for line in lines[head:] if line.split()[:1] and not line.startswith("saved")]
 
 
-def rescore(row: dict) -> dict:
-    """The 12 metrics of a row's results json, scored here with pycocotools directly (not through pst_yolo.coco)."""
+def rescore(row: dict, use_cats: bool = True) -> dict:
+    """The 12 metrics of a row's results json, scored here with pycocotools directly (not through pst_yolo.coco);
+    ``use_cats=False``: class-agnostic."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -475,6 +497,7 @@ def rescore(row: dict) -> dict:
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(row["ann"])
         ev = COCOeval(gt, gt.loadRes(results), "bbox")
+        ev.params.useCats = int(use_cats)
         ev.evaluate(), ev.accumulate(), ev.summarize()
     return dict(zip(COCO_METRICS, ev.stats.tolist()))
 
@@ -517,9 +540,15 @@ def test_eval_coco_script_agrees_with_ultralytics_on_noisy_detections(shapes_mod
     spec.loader.exec_module(script)
     monkeypatch.setattr(detect, "DetectionValidator", NoisyOracleValidator)  # what YOLO.val builds for detect
     assert script.main(["--model", str(shapes_model), "--data", "shapes", "--topk", "0", "8", "--imgsz", "128",
-                        "--out", str(tmp_path / "res"), f"project={tmp_path}", "plots=False"]) == 0
-    table = table_rows(capsys.readouterr().out)
+                        "--out", str(tmp_path / "res"), "--class-agnostic", f"project={tmp_path}", "plots=False"]) == 0
+    printed = capsys.readouterr().out
+    head, agnostic_part = printed.split("COCO bbox metrics, class-agnostic")
+    table, agnostic_table = table_rows(head)[:3], table_rows(agnostic_part)  # header and one row per K each
     rows = json.loads((tmp_path / "res.json").read_text())
+    for r, cells in zip(rows, agnostic_table[1:]):  # the oracle's misclassified boxes count as found class-agnostic
+        assert r["agnostic_AP50"] > r["AP50"] + 0.01 and r["agnostic_AR100"] > r["AR100"], r
+        assert cells[1:14] == [f"{r[f'agnostic_{m}']:.3f}" for m in COCO_METRICS] + ["-"]
+        assert {m: r[f"agnostic_{m}"] for m in COCO_METRICS} == pytest.approx(rescore(r, use_cats=False), abs=1e-12)
     assert [r["pst_topk"] for r in rows] == [0, 8] and [t[0] for t in table[1:]] == ["0", "8"]
     for r, cells in zip(rows, table[1:]):
         assert 0.2 <= r["AP"] <= 0.9 and 0.3 <= r["AP50"] <= 0.95, r
