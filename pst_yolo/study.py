@@ -696,6 +696,19 @@ def plot_results(rows: list[dict], path: Path) -> Path:
     return path
 
 
+def curve_band(runs: list[list[float]]) -> tuple[list[int], list[float], list[float], list[float]]:
+    """Epochs, mean, min and max over the runs (seeds) of one recipe; each epoch over the runs that reached it, so a
+    run still training does not cut the finished ones short.
+
+    Examples:
+        >>> curve_band([[0.1, 0.2, 0.3], [0.3]])
+        ([1, 2, 3], [0.2, 0.2, 0.3], [0.1, 0.2, 0.3], [0.3, 0.2, 0.3])
+    """
+    n = max(len(c) for c in runs)
+    cols = [[c[e] for c in runs if len(c) > e] for e in range(n)]
+    return list(range(1, n + 1)), [sum(c) / len(c) for c in cols], [min(c) for c in cols], [max(c) for c in cols]
+
+
 def plot_curves(curves: dict[str, dict[int, list[float]]], path: Path) -> Path:
     """Val mAP50-95 per epoch of each recipe: mean over seeds, band = min..max."""
     import matplotlib
@@ -705,15 +718,15 @@ def plot_curves(curves: dict[str, dict[int, list[float]]], path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for i, (name, by_seed) in enumerate(sorted(curves.items())):
-        runs = list(by_seed.values())
-        n = min(len(c) for c in runs)
-        if not n:
+        runs = [c for c in by_seed.values() if c]
+        if not runs:
             continue
-        cols = [[c[e] for c in runs] for e in range(n)]
-        epochs = range(1, n + 1)
-        ax.plot(epochs, [sum(c) / len(c) for c in cols], color=f"C{i}", label=f"{name} ({len(runs)} seeds)",
+        epochs, mean, lo, hi = curve_band(runs)
+        short = sum(len(c) < len(epochs) for c in runs)
+        label = f"{name} ({len(runs)} seeds{f'; {short} shorter, still training' if short else ''})"
+        ax.plot(epochs, mean, color=f"C{i}", label=label,
                 lw=2.5 if RECIPES.get(name, Recipe("", "")).baseline is None else 1.2)
-        ax.fill_between(epochs, [min(c) for c in cols], [max(c) for c in cols], color=f"C{i}", alpha=0.12)
+        ax.fill_between(epochs, lo, hi, color=f"C{i}", alpha=0.12)
     ax.set_xlabel("epoch")
     ax.set_ylabel("val mAP50-95 (Ultralytics, EMA)")
     ax.grid(alpha=0.3)
