@@ -7,7 +7,8 @@ Ultralytics' own json scoring, which may use ``faster-coco-eval``, is not used).
 :data:`COCO_METRICS`, for boxes (``iouType="bbox"``, every model). A segmentation model (task ``segment``) is also
 scored on its masks (``iouType="segm"``, the same detections): :data:`MASK_METRICS`, the same 12 named ``mask_AP``,
 ``mask_AP50`` ...; its json must then hold each object's ``segmentation`` (polygons or RLE), as COCO's and
-``shapes-seg``'s do. As in detectron2, mask results carry no box, so small/medium/large go by mask area.
+``shapes-seg``'s do. As in detectron2, mask results carry no box, so small/medium/large go by mask area. On request
+the boxes are scored once more class-agnostically (pycocotools' ``useCats=0``): :data:`AGNOSTIC_METRICS`.
 
 Matching is by content, not by convention:
 
@@ -32,6 +33,8 @@ Typical use is ``scripts/eval_coco.py``; in Python::
     print(format_table(rows))
     rows = evaluate("best-seg.pt", data="shapes-seg", topks=(0, 8), imgsz=160)  # AP ... and mask_AP ...
     print(format_table(rows, "segm"))
+    rows = evaluate("best.pt", data="shapes-context", imgsz=256, class_agnostic=True)  # also agnostic_AP ...
+    print(format_table(rows, "class-agnostic"))  # the same boxes, every class as one: what wrong classes cost
 """
 
 from __future__ import annotations
