@@ -80,7 +80,7 @@ IOU_TYPES = {"bbox": COCO_METRICS, "segm": MASK_METRICS}  # pycocotools' iouType
 # the same box metrics with every class taken as one (pycocotools' useCats=0): localisation alone, class errors forgiven
 AGNOSTIC_METRICS = tuple(f"agnostic_{m}" for m in COCO_METRICS)
 # the tables format_table prints: the row keys of their 12 metrics and of Ultralytics' mAP50-95 of the same (None: none)
-TABLES = {"bbox": (COCO_METRICS, "ul_mAP50-95"), "segm": (MASK_METRICS, "ul_mask_mAP50-95"),
+TABLES = {"bbox": (IOU_TYPES["bbox"], "ul_mAP50-95"), "segm": (IOU_TYPES["segm"], "ul_mask_mAP50-95"),
           "class-agnostic": (AGNOSTIC_METRICS, None)}
 MAX_DETS = 100  # the COCO protocol: detections scored per image, across categories
 
