@@ -22,12 +22,14 @@ from pst_yolo.export import ExportBackendError, export_form, export_problem
 from pst_yolo.export.verify import letterbox_images, torch_outputs
 
 IMGSZ = 96
-ATOL = 1e-3  # fp32 raw outputs (B, 4 + nc, anchors): class probabilities
-# Boxes are in pixels. NCNN's and Paddle's CPU kernels are not PyTorch's: on the 2-core CI machine of 2026-12 their
-# boxes were 3.8e-3 to 5.8e-3 px from PyTorch's on a 96-px input (classes 2e-5 to 1.1e-4), where an earlier CI
-# machine passed 1e-3 (likely other kernels for another CPU). 0.01 px still fails for a wrong token selection or a
-# dropped layer (the k = 8 vs k = 0 check below asks for > 0.1).
-BOX_ATOL = 1e-2
+ATOL = 2e-3  # fp32 raw outputs (B, 4 + nc, anchors): class probabilities (measured up to 3.1e-4; K=8 vs K=0: 0.99)
+# Boxes are in pixels and scale with the output: the briefly trained test model predicts boxes up to ~830 px on its
+# 96-px input, so fp32 kernels that are not PyTorch's (NCNN's, Paddle's; they differ by CPU) give errors relative to
+# that scale. Measured max abs box errors: 3.8e-3 to 5.8e-3 px on one CI machine, 9.4e-3 to 1.34e-2 px on another
+# (AMD EPYC, 2026-12), i.e. <= 1.7e-5 of the largest box. The tolerance is 1e-4 of the largest reference box (~0.08 px
+# here); a wrong token selection or a dropped layer moves boxes by ~240 px (K=8 vs K=0), and the check below asks the
+# export to be 100 tolerances away from the other K's output.
+BOX_RTOL = 1e-4
 NEEDS = {"ncnn": ("ncnn", "pnnx"), "paddle": ("paddle", "x2paddle"), "coreml": ("coremltools",)}
 
 
@@ -84,10 +86,14 @@ def test_edge_export_matches_pytorch(fmt, k, exported, shapes_model, images):
     x = letterbox_images(images, IMGSZ)
     out, ref = _backend_outputs(path, x), torch_outputs(shapes_model, x, pst_topk=k)
     assert out.shape == ref.shape
+    box_tol = BOX_RTOL * np.abs(ref[:, :4]).max()
     box, cls = np.abs(out[:, :4] - ref[:, :4]).max(), np.abs(out[:, 4:] - ref[:, 4:]).max()
-    assert box <= BOX_ATOL and cls <= ATOL, f"{fmt} pst_topk={k}: max abs diff boxes {box:.2e} px, classes {cls:.2e}"
-    if k:  # the fine path is in the exported graph and active: far from the coarse-only output
-        assert np.abs(out - torch_outputs(shapes_model, x, pst_topk=0)).max() > 100 * ATOL
+    assert box <= box_tol and cls <= ATOL, (
+        f"{fmt} pst_topk={k}: max abs diff boxes {box:.2e} px (tolerance {box_tol:.2e}), classes {cls:.2e}"
+    )
+    other = torch_outputs(shapes_model, x, pst_topk=8 - k)  # the path not exported (coarse-only for k=8, and back)
+    assert np.abs(out[:, :4] - other[:, :4]).max() > 100 * box_tol
+    assert np.abs(out[:, 4:] - other[:, 4:]).max() > 100 * ATOL
 
 
 @pytest.mark.slow
