@@ -576,12 +576,22 @@ def _run_results(out: str | Path, budget_key: str) -> list[tuple[str, str, Path]
             for r in sorted(_runs_dir(out, budget_key).glob("*/seed*/results.csv"))]
 
 
+def _last_per_epoch(rows) -> list[dict]:
+    """``rows`` (each with an ``epoch``) in epoch order, one per epoch: the last one written.
+
+    A runner killed after Ultralytics wrote an epoch's results row but before it saved that epoch's checkpoint resumes
+    from the epoch before and trains the epoch again, so results.csv holds that epoch twice; the second row is the one
+    the final weights descend from.
+    """
+    return sorted({int(r["epoch"]): r for r in rows}.values(), key=lambda r: int(r["epoch"]))
+
+
 def _results_curve(results: Path) -> list[dict]:
-    """``[{epoch, mAP50-95, mAP50}]`` of one run's Ultralytics results.csv (val metrics, EMA, every epoch)."""
+    """``[{epoch, mAP50-95, mAP50}]`` of one run's Ultralytics results.csv (val metrics, EMA, one row per epoch)."""
     with open(results, newline="", encoding="utf-8") as f:
-        return [{"epoch": int(float(r["epoch"])), "mAP50-95": float(r["metrics/mAP50-95(B)"]),
-                 "mAP50": float(r.get("metrics/mAP50(B)") or "nan")} for r in csv.DictReader(f)
-                if r.get("metrics/mAP50-95(B)")]
+        return _last_per_epoch({"epoch": int(float(r["epoch"])), "mAP50-95": float(r["metrics/mAP50-95(B)"]),
+                                "mAP50": float(r.get("metrics/mAP50(B)") or "nan")} for r in csv.DictReader(f)
+                               if r.get("metrics/mAP50-95(B)"))
 
 
 def record_curves(path: str | Path, out: str | Path, budgets) -> int:
@@ -632,10 +642,13 @@ def learning_curves(out: str | Path | None, budget_key: str, path: str | Path | 
                     ) -> dict[str, dict[int, list[float]]]:
     """``{recipe: {seed: val mAP50-95 per epoch}}`` of one budget: the curves CSV ``path`` (finished runs), then the
     runs' Ultralytics results.csv under ``out`` (finished or not), which replace the CSV's curve of the same run."""
+    runs = {}
+    for r in read_csv_rows(path, ("mAP50-95",)) if path is not None else []:
+        if r["budget"] == budget_key:
+            runs.setdefault((r["recipe"], int(r["seed"])), []).append(r)
     curves = {}
-    rows = read_csv_rows(path, ("mAP50-95",)) if path is not None else []
-    for r in sorted((r for r in rows if r["budget"] == budget_key), key=lambda r: int(r["epoch"])):
-        curves.setdefault(r["recipe"], {}).setdefault(int(r["seed"]), []).append(r["mAP50-95"])
+    for (recipe, seed), rows in runs.items():
+        curves.setdefault(recipe, {})[seed] = [r["mAP50-95"] for r in _last_per_epoch(rows)]
     for recipe, seed, results in _run_results(out, budget_key) if out is not None else ():
         curves.setdefault(recipe, {})[int(seed)] = [r["mAP50-95"] for r in _results_curve(results)]
     return curves

@@ -232,6 +232,26 @@ def test_finished_curves_are_kept_in_a_csv_that_outlives_the_runs(tmp_path):
     assert "not on record" in long_part and "pst-anyk seed 0" in long_part
 
 
+def test_an_epoch_trained_twice_after_a_resume_counts_once(tmp_path):
+    """A runner killed between Ultralytics' results row and its checkpoint trains that epoch again on resume, so
+    results.csv holds it twice: the curve keeps the later row, in the curves CSV and in the report's plateau table."""
+    budget = "shapes e3 i64 b8 f0.1"
+    folder = tmp_path / "out" / "runs" / budget.replace(" ", "_") / "pst-anyk" / "seed0"
+    folder.mkdir(parents=True)
+    (folder / "results.csv").write_text("epoch,metrics/mAP50-95(B),metrics/mAP50(B)\n"
+                                        "1,0.1,0.2\n2,0.2,0.3\n2,0.25,0.35\n3,0.3,0.4\n")
+    (folder / "done.json").write_text("{}")
+    curves = tmp_path / "curves.csv"
+    assert study.record_curves(curves, tmp_path / "out", [budget]) == 1
+    kept = study.read_csv_rows(curves, ("mAP50-95",))
+    assert [(r["epoch"], r["mAP50-95"]) for r in kept] == [("1", 0.1), ("2", 0.25), ("3", 0.3)]
+    assert study.learning_curves(tmp_path / "out", budget) == {"pst-anyk": {0: [0.1, 0.25, 0.3]}}
+    with open(curves, "a", encoding="utf-8") as f:  # a curves CSV written before the fix holds the epoch twice
+        f.write(f"{budget},yolo11n,1,1,0.1,0.2\n{budget},yolo11n,1,2,0.2,0.3\n{budget},yolo11n,1,2,0.22,0.3\n"
+                f"{budget},yolo11n,1,3,0.3,0.4\n")
+    assert study.learning_curves(None, budget, curves)["yolo11n"] == {1: [0.1, 0.22, 0.3]}
+
+
 class _Aborted(Exception):
     """Raised by :class:`_OptimizerProbe` once the trainer has built its optimizer (no step is trained)."""
 
