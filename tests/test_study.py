@@ -408,7 +408,8 @@ def test_readme_and_report_hold_the_headline_table_of_the_committed_csv():
 
 def test_report_of_another_dataset_says_its_budget_is_not_the_default_studys(tmp_path):
     """scripts/study.py --report-only on a CSV of another dataset (e.g. shapes-context): the report's how-to-run part,
-    which describes the default study, says that the report's own budget is another one; the default study's does not."""
+    which describes the default study, says that the report's own budget is another one; the default study's does
+    not."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("study_script", ROOT / "scripts" / "study.py")
