@@ -806,6 +806,11 @@ def write_report(csv_path: str | Path, md_path: str | Path, out: str | Path | No
                      f"with its own seed at the end): {', '.join(f'`{b}`' for b in others)}.")
 
     lines += ["", "## Headline (the README's table)", "", *headline_table(rows)]
+    if len(by_budget := budget_table(all_rows, budget)) > 3:  # another budget of the same study has a PST row
+        lines += ["", "## The same study at more epochs (the README's second table)", "",
+                  "The stock baseline's AP, and each PST recipe's paired per-seed Δ to the baseline trained with the "
+                  "same seed and epochs (mean ± std; wins/seeds: seeds where PST is higher). Ultralytics' learning "
+                  "rate decays to the last epoch of each budget, so every column is a finished run.", "", *by_budget]
     lines += ["", "## Results (mean ± std over seeds)", "",
               "| recipe | pst_topk | seeds | AP | AP50 | AP75 | APs | APm | APl | AR100 |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -905,6 +910,58 @@ def headline_table(rows: list[dict]) -> list[str]:
         label = (recipe.label if recipe else "") or name
         lines.append(f"| {label} | {'–' if k is None else k} | {per_seed} | {_mean_std(list(aps.values()))[0]:.3f} "
                      f"| {delta} |")
+    return lines
+
+
+def budget_table(all_rows: list[dict], budget: str, ks: tuple[int, ...] = (0, 8)) -> list[str]:
+    """The README's table of the same study at every number of epochs in the CSV: the stock baseline's AP, then each
+    PST recipe's paired per-seed Δ to the baseline trained with the same seed and epochs (``ks`` of each recipe).
+
+    Only budgets that differ from ``budget`` in their epochs alone are columns, and only cells trained at two or more
+    of them are rows (the per-K tables of each budget are in the report). Each entry is mean ± std (one seed: the
+    value alone) and in brackets the seeds, or the wins over the seeds (PST higher).
+
+    Examples:
+        >>> rows = [{"budget": f"shapes e{e} i128 b16 f1.0", "recipe": r, "pst_topk": k, "seed": s, "AP": v}
+        ...         for e, r, k, s, v in [(100, "yolo11n", "", 0, 0.36), (100, "yolo11n", "", 1, 0.38),
+        ...                               (100, "pst-coarse", 0, 0, 0.33), (100, "pst-coarse", 0, 1, 0.34),
+        ...                               (200, "yolo11n", "", 0, 0.44), (200, "pst-coarse", 0, 0, 0.45),
+        ...                               (100, "pst-k8", 0, 0, 0.3)]]  # pst-k8: one budget only, no row
+        >>> print("\\n".join(budget_table(rows, "shapes e100 i128 b16 f1.0")))
+        | model (training) | pst_topk | 100 epochs | 200 epochs |
+        |---|---:|---:|---:|
+        | yolo11n (stock): AP (seeds) | – | 0.370 ± 0.014 (2) | 0.440 (1) |
+        | yolo11n-pst (coarse only, the default): paired Δ (wins/seeds) | 0 | -0.035 ± 0.007 (0/2) | +0.010 (1/1) |
+    """
+    own = _with_epochs(budget)
+    if own is None:
+        return []
+    by_epochs = {}
+    for r in all_rows:
+        parsed = _with_epochs(r["budget"])
+        if parsed and parsed[0] == own[0]:
+            by_epochs.setdefault(parsed[1], []).append(r)
+    epochs = sorted(by_epochs)
+    lines = ["| model (training) | pst_topk | " + " | ".join(f"{e} epochs" for e in epochs) + " |",
+             "|---|---:|" + "---:|" * len(epochs)]
+
+    base = RECIPES["yolo11n"]
+    cells = [("yolo11n", None)] + [(n, k) for n, r in RECIPES.items() if r.baseline == base.name
+                                   for k in (r.topks or ()) if k in ks]
+    for name, k in cells:
+        found = []
+        for e in epochs:
+            if name == base.name:
+                m, sd, n = summarize(by_epochs[e]).get((name, None), (math.nan, math.nan, 0))
+                found.append(f"{_fmt(m, sd)} ({n})" if n else "–")
+            else:
+                m, sd, n, wins = paired_differences(by_epochs[e], (name, k), (base.name, None))
+                spread = "" if math.isnan(sd) else f" ± {sd:.3f}"
+                found.append(f"{m:+.3f}{spread} ({wins}/{n})" if n else "–")
+        if sum(f != "–" for f in found) < (1 if name == base.name else 2):
+            continue
+        what = ": AP (seeds)" if name == base.name else ": paired Δ (wins/seeds)"
+        lines.append(f"| {RECIPES[name].label}{what} | {'–' if k is None else k} | " + " | ".join(found) + " |")
     return lines
 
 
