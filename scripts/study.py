@@ -67,10 +67,10 @@ linearly to the last epoch of whatever budget is set, so a longer budget is a di
 curve flattens only after ~170 epochs (val mAP50-95 0.425 at epoch 150, 0.436 at 170, 0.434 at 200) and still fails
 the criterion. The matrix at 100 epochs therefore measures how much each recipe learns in 100 epochs from scratch, not
 where it ends. At `--epochs 200` (yolo11n and pst-anyk, seeds 0 1 2) the curves flatten but still gain ~0.018 over
-their last fifth (pst-coarse too, 3 seeds). At `--epochs 400` (yolo11n and pst-anyk, seeds 0 and 1; ~11-14 s per
+their last fifth (pst-coarse too, 3 seeds). At `--epochs 400` (yolo11n and pst-anyk, seeds 0 1 2; ~11-14 s per
 epoch, 75-92 min per training with two runners) val mAP50-95 is flat over the last 80 epochs (yolo11n seed 0: 0.475
-at epoch 320, 0.479 at 380, 0.478 at 400) but the criterion's window means still differ by 0.010-0.012, because the
-fifth before the last still climbs (0.453 at epoch 240); seed 2 at 400 epochs is the next run.
+at epoch 320, 0.479 at 380, 0.478 at 400) but the criterion's window means still differ by 0.010-0.015, because the
+fifth before the last still climbs (0.453 at epoch 240).
 
 **Cost.** yolo11n: ~17-25 min per training at this budget; a yolo11n-pst step is ~1.25x (docs/benchmark.md), fine
 attention steps more (measured per run in the CSV: `train_s`, `train_cpu_s`). Per seed the matrix is ~9.5
