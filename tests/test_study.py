@@ -154,7 +154,10 @@ def test_paired_statistics_and_report(tmp_path):
     md = study.write_report(csv_path, tmp_path / "acc.md", banner="test", how_to_run="## Run\nthis")
     text = md.read_text()
     assert "| yolo11n | – | 2 | 0 | 0.430 | 0.400 | +0.030 | – |" in text
-    assert "yolo11n within 0.01 when trained longer: no (2 run(s))" in text
+    assert "| yolo11n | – | 0 | 0.400 | 0.430 (+0.030) |" in text  # the doubling check
+    assert "| pst-anyk | 0 |" not in text.split("**Doubling check**")[1].split("Over seeds")[0]  # K = 8 only, at e2
+    assert "yolo11n is not converged at any budget measured: its longest doubling, 1 → 2 epochs, still gains " \
+           "+0.030, +0.030 (2 seed(s))." in text
     assert "| pst-anyk | 8 | 2 | 0 | 0.420 | 0.430 | -0.010 | -0.010 |" in text  # paired with yolo11n at 2 epochs
     assert "0.900" not in text and "Would more epochs change the result?" in text
     # over seeds at 2 epochs: yolo11n 0.43, 0.47 (+0.03, +0.03 over 1 epoch); pst-anyk 0.42, 0.48 (-0.010, +0.008
@@ -170,6 +173,27 @@ def test_paired_statistics_and_report(tmp_path):
         study._append_row(only, r)
     text = study.write_report(only, tmp_path / "only.md").read_text()
     assert "No yolo11n row of a longer budget than 1 epochs" in text and "--epochs 2`" in text
+
+
+def test_doubling_check_names_the_first_budget_whose_doubling_gains_under_a_point():
+    """Converged = the fewest epochs whose doubling gains < 0.01 on every seed trained at both; a seed that gains more
+    keeps the budget unconverged; PST cells trained at several budgets get their own rows."""
+    def rows(gains_at_4):
+        out = []
+        for seed, gain in enumerate(gains_at_4):
+            for e, ap in ((1, 0.30), (2, 0.40), (4, 0.40 + gain)):
+                out.append(fake_row("yolo11n", seed, None, ap, budget=f"shapes e{e} i64 b8 f0.1"))
+        out.append(fake_row("pst-anyk", 0, 0, 0.35, budget="shapes e1 i64 b8 f0.1"))
+        out.append(fake_row("pst-anyk", 0, 0, 0.41, budget="shapes e2 i64 b8 f0.1"))
+        return out
+
+    text = "\n".join(study._doubling_section(rows([0.005, -0.002]), "shapes e1 i64 b8 f0.1"))
+    assert "| yolo11n | – | 0 | 0.300 | 0.400 (+0.100) | 0.405 (+0.005) |" in text
+    assert "| pst-anyk | 0 | 0 | 0.350 | 0.410 (+0.060) | – |" in text
+    assert "yolo11n converged at 2 epochs: doubling to 4 gains +0.005, -0.002 (2 seed(s))." in text
+    text = "\n".join(study._doubling_section(rows([0.005, 0.02]), "shapes e1 i64 b8 f0.1"))
+    assert "its longest doubling, 2 → 4 epochs, still gains +0.005, +0.020 (2 seed(s))." in text
+    assert study._doubling_section(rows([0.0])[:1], "shapes e1 i64 b8 f0.1") == []  # one budget: nothing to say
 
 
 def test_report_keeps_the_curves_section_it_cannot_recompute(tmp_path):
