@@ -33,7 +33,7 @@ from pathlib import Path
 import torch.nn as nn
 from ultralytics.utils import LOGGER
 
-from .coco import COCO_METRICS
+from .coco import AGNOSTIC_METRICS, COCO_METRICS
 
 __all__ = (
     "RECIPES",
@@ -200,8 +200,9 @@ def _authors_init_trainer():
 
 # ------------------------------------------------------------------------------------------------------------ the CSV
 KEY = ("budget", "recipe", "seed", "pst_topk")
+# new columns go at the end: a row an older runner appends (without them) to a migrated file still lines up
 COLUMNS = (*KEY, "model", *COCO_METRICS, "ul_mAP50-95", "ul_mAP50", "ms_per_image", "train_s", "train_cpu_s",
-           "eval_s", "resumed", "weights", "commit", "torch", "ultralytics", "machine", "finished")
+           "eval_s", "resumed", "weights", "commit", "torch", "ultralytics", "machine", "finished", *AGNOSTIC_METRICS)
 
 
 def _key(row: dict) -> tuple[str, ...]:
@@ -221,23 +222,73 @@ def read_csv_rows(path: str | Path, numeric: tuple[str, ...]) -> list[dict]:
     return rows
 
 
+def _is_file_at(f, path: Path) -> bool:
+    """Whether the open file ``f`` is still the file at ``path`` (not replaced while its opener waited for the lock)."""
+    try:
+        st, here = os.fstat(f.fileno()), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (st.st_dev, st.st_ino) == (here.st_dev, here.st_ino)
+
+
+def _migrate_csv(path: Path, f, columns: tuple[str, ...]) -> None:
+    """Rewrite the CSV open as ``f`` (locked) with the header ``columns``, every row kept (new columns empty).
+
+    A new file replaces the old one (``os.replace``: atomic, so a crash leaves one or the other, never half of
+    each); a writer that opened the old file meanwhile sees that it was replaced once it holds the lock and reopens.
+    """
+    f.seek(0)
+    reader = csv.DictReader(f)
+    unknown = [c for c in reader.fieldnames or () if c not in columns]
+    if unknown:
+        raise ValueError(f"{path} has column(s) {unknown} that this version of pst_yolo does not write (columns: "
+                         f"{', '.join(columns)}): it was written by another version or holds another table; write to "
+                         "another file, or use the version that wrote it")
+    rows = list(reader)
+    tmp = path.with_name(f".{path.name}.migrating")
+    with open(tmp, "w", newline="", encoding="utf-8") as new:
+        writer = csv.DictWriter(new, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows({c: r.get(c) or "" for c in columns} for r in rows)
+        new.flush()
+        os.fsync(new.fileno())
+    os.replace(tmp, path)
+    LOGGER.info(f"{path}: header extended by {', '.join(c for c in columns if c not in reader.fieldnames)} "
+                f"({len(rows)} rows kept; their new columns are empty)")
+
+
 def append_csv_row(path: Path, row: dict, columns: tuple[str, ...]) -> None:
-    """Append one row (header first if the file is new) and flush it to disk: an interruption loses no row."""
+    """Append one row (header first if the file is new) and flush it to disk: an interruption loses no row.
+
+    A file whose header lacks some of ``columns`` (written before they were recorded) is first rewritten with the
+    header ``columns``, its rows kept and their new columns left empty (:func:`_migrate_csv`); a header with columns
+    that ``columns`` lacks is an error (another version's file, or another table).
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", newline="", encoding="utf-8") as f:
-        _try_lock(f.fileno(), block=True)  # runners side by side: one header, whole rows (released on close)
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        if os.fstat(f.fileno()).st_size == 0:
-            writer.writeheader()
-        writer.writerow({c: row.get(c, "") for c in columns})
-        f.flush()
-        os.fsync(f.fileno())
+    while True:
+        with open(path, "a+", newline="", encoding="utf-8") as f:
+            _try_lock(f.fileno(), block=True)  # runners side by side: one header, whole rows (released on close)
+            if not _is_file_at(f, path):  # another runner migrated the file while this one waited: reopen
+                continue
+            f.seek(0)
+            header = next(csv.reader(f), None)
+            if header is not None and tuple(header) != tuple(columns):
+                _migrate_csv(path, f, columns)
+                continue  # append to the new file (this lock, on the old one, is released on close)
+            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+            if header is None:
+                writer.writeheader()
+            writer.writerow({c: row.get(c, "") for c in columns})
+            f.flush()
+            os.fsync(f.fileno())
+            return
 
 
 def read_rows(path: str | Path) -> list[dict]:
     """The rows of a study CSV (empty if it does not exist); numbers as floats, ``pst_topk`` '' for stock models."""
     return read_csv_rows(path, (*COCO_METRICS, "ul_mAP50-95", "ul_mAP50", "ms_per_image", "train_s", "train_cpu_s",
-                                "eval_s"))
+                                "eval_s", *AGNOSTIC_METRICS))
 
 
 def _append_row(path: Path, row: dict) -> None:
@@ -418,8 +469,10 @@ def _cell_rows(recipe, seed, budget, out, missing, env, facts, weights) -> list[
         t0 = time.time()
         name = f"{recipe.name}_seed{seed}_k{'' if k is None else k}"
         (r,) = evaluate(str(weights), budget.data, topks=(k,), imgsz=budget.imgsz, batch=32, plots=False,
-                        workers=budget.workers, project=str(out / "val"), name=name, exist_ok=True, verbose=False)
-        rows.append({**{m: r[m] for m in (*COCO_METRICS, "ul_mAP50-95", "ul_mAP50", "ms_per_image")}, **facts, **env,
+                        workers=budget.workers, project=str(out / "val"), name=name, exist_ok=True, verbose=False,
+                        class_agnostic=True)
+        metrics = (*COCO_METRICS, *AGNOSTIC_METRICS, "ul_mAP50-95", "ul_mAP50", "ms_per_image")
+        rows.append({**{m: r[m] for m in metrics}, **facts, **env,
                      "budget": budget.key(), "recipe": recipe.name, "seed": seed, "model": recipe.model,
                      "pst_topk": "" if k is None else k, "eval_s": round(time.time() - t0, 1), "weights": str(weights),
                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
@@ -838,6 +891,7 @@ def write_report(csv_path: str | Path, md_path: str | Path, out: str | Path | No
             lines.append(f"| {name} | {'–' if k is None else k} | {base[0]} | {_fmt(*d_ap[:2], signed=True)} | "
                          f"{_fmt(*d_aps[:2], signed=True)} | {d_ap[2]} ({d_ap[3]}) |")
 
+    lines += _agnostic_section(rows)
     lines += _anyk_section(rows)
     curves_path = curves_csv(csv_path)
     if out is not None:
@@ -1162,6 +1216,31 @@ def _longer_summary(found: dict, own: int) -> list[str]:
         lines.append(f"| {name} | {'–' if k is None else k} | {epochs} | {len(by_seed)} | "
                      f"{_fmt(*_mean_std([ap for ap, _ in by_seed.values()])[:2])} | {_fmt(*gain[:2], signed=True)} | "
                      f"{paired} |")
+    return lines
+
+
+def _agnostic_section(rows: list[dict]) -> list[str]:
+    """The class-agnostic AP of each cell (rows scored with it only), its gap to the AP, and its paired Δ to the
+    baseline: whether a recipe's loss is in finding the objects or in naming them."""
+    scored = [{**r, "class_gap": r["agnostic_AP"] - r["AP"]} for r in rows
+              if not math.isnan(r.get("agnostic_AP", math.nan))]
+    if not scored:
+        return []
+    lines = ["", "## Class-agnostic AP: finding the objects, whatever their class", "",
+             "The same boxes scored once more with every class taken as one (pycocotools' `useCats=0`): agnostic − AP "
+             "is what class confusions cost, and a recipe whose agnostic AP matches the baseline's but whose AP does "
+             f"not loses on naming, not on finding. Rows with it: {len(scored)} of {len(rows)} (rows scored before the "
+             "runner recorded it have none).", "",
+             "| recipe | pst_topk | seeds | agnostic AP | agnostic − AP | paired Δ agnostic AP vs baseline | "
+             "seeds (wins) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    agnostic, gap = summarize(scored, "agnostic_AP"), summarize(scored, "class_gap")
+    for name, k in sorted(agnostic, key=_cell_order):
+        recipe = RECIPES.get(name)
+        d = (paired_differences(scored, (name, k), (recipe.baseline, _baseline_k(scored, recipe, k)), "agnostic_AP")
+             if recipe and recipe.baseline else (math.nan, math.nan, 0, 0))
+        paired = f"{_fmt(*d[:2], signed=True)} | {d[2]} ({d[3]})" if d[2] else "– | –"
+        lines.append(f"| {name} | {'–' if k is None else k} | {agnostic[(name, k)][2]} | "
+                     f"{_fmt(*agnostic[(name, k)][:2])} | {_fmt(*gap[(name, k)][:2], signed=True)} | {paired} |")
     return lines
 
 

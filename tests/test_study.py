@@ -33,6 +33,70 @@ def test_rows_append_and_read_back(tmp_path):
     assert path.read_text().count("budget,recipe") == 1  # one header
 
 
+def test_a_csv_without_the_newer_columns_is_migrated_keeping_every_row(tmp_path):
+    """A study CSV written before the class-agnostic columns existed gets them (empty) in place, every old value kept
+    as written; a row an older runner appends afterwards (without them) still lines up; a header with columns this
+    version does not know is refused, the file untouched."""
+    import csv
+    import threading
+
+    from pst_yolo.coco import AGNOSTIC_METRICS
+
+    old_columns = tuple(c for c in study.COLUMNS if c not in AGNOSTIC_METRICS)
+    path = tmp_path / "s.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=old_columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows([fake_row("yolo11n", 0, None, 0.4), fake_row("pst-anyk", 0, 8, 0.375)])
+    before = path.read_text().splitlines()
+    study._append_row(path, {**fake_row("pst-anyk", 1, 8, 0.5), **dict.fromkeys(AGNOSTIC_METRICS, 0.6)})
+    lines = path.read_text().splitlines()
+    assert lines[0] == ",".join(study.COLUMNS) and len(lines) == 4
+    assert lines[1:3] == [line + "," * len(AGNOSTIC_METRICS) for line in before[1:]]  # old rows: as written
+    rows = study.read_rows(path)
+    assert [r["AP"] for r in rows] == [0.4, 0.375, 0.5]
+    assert math.isnan(rows[0]["agnostic_AP"]) and rows[2]["agnostic_AP"] == 0.6
+    with open(path, "a", newline="") as f:  # an older runner, still alive, appends without the new columns
+        csv.DictWriter(f, fieldnames=old_columns, extrasaction="ignore").writerow(fake_row("yolo11n", 1, None, 0.45))
+    rows = study.read_rows(path)
+    assert rows[3]["AP"] == 0.45 and rows[3]["machine"] == "here" and math.isnan(rows[3]["agnostic_AP"])
+
+    # a runner that opened the file before another one migrated it, and waited for the lock, appends to the new file
+    path2 = tmp_path / "race.csv"
+    path2.write_text(",".join(old_columns) + "\n")
+    with open(path2, "a+", newline="") as held:
+        study._try_lock(held.fileno(), block=True)
+        waiter = threading.Thread(target=study._append_row, args=(path2, fake_row("yolo11n", 2, None, 0.47)))
+        waiter.start()
+        waiter.join(0.5)
+        assert waiter.is_alive()  # blocked on the lock of the file it opened
+        study._migrate_csv(path2, held, study.COLUMNS)
+    waiter.join(10)
+    assert [r["AP"] for r in study.read_rows(path2)] == [0.47]
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("budget,recipe,surprise\nx,y,z\n")
+    with pytest.raises(ValueError, match=r"column\(s\) \['surprise'\].*another version"):
+        study._append_row(bad, fake_row("yolo11n", 0, None, 0.4))
+    assert bad.read_text() == "budget,recipe,surprise\nx,y,z\n"
+
+
+def test_report_of_class_agnostic_ap_pairs_it_with_the_baseline(tmp_path):
+    """Rows scored class-agnostically get a section (mean, its gap to the AP, paired Δ to the baseline); a CSV without
+    them has none."""
+    csv_path = tmp_path / "acc.csv"
+    for seed in (0, 1):
+        study._append_row(csv_path, {**fake_row("yolo11n", seed, None, 0.40), "agnostic_AP": 0.50 + 0.01 * seed})
+        study._append_row(csv_path, {**fake_row("pst-coarse", seed, 0, 0.35), "agnostic_AP": 0.49 + 0.03 * seed})
+    study._append_row(csv_path, fake_row("pst-coarse", 2, 0, 0.30))  # scored before the column existed
+    text = study.write_report(csv_path, tmp_path / "acc.md").read_text()
+    assert "Rows with it: 4 of 5" in text
+    assert "| yolo11n | – | 2 | 0.505 ± 0.007 | +0.1050 ± 0.0071 | – | – |" in text
+    assert "| pst-coarse | 0 | 2 | 0.505 ± 0.021 | +0.1550 ± 0.0212 | +0.0000 ± 0.0141 | 2 (1) |" in text
+    study._append_row(plain := tmp_path / "plain.csv", fake_row("yolo11n", 0, None, 0.4))
+    assert "Class-agnostic" not in study.write_report(plain, tmp_path / "plain.md").read_text()
+
+
 def test_run_study_never_redoes_a_finished_row(tmp_path, monkeypatch):
     """Rows already in the CSV are skipped; only missing (recipe, seed, K) cells train and validate."""
     budget = study.Budget("shapes", 1, 64, 8, 0.1)
@@ -385,6 +449,7 @@ print("ADDED", added)
     assert json.loads((run / "done.json").read_text())["resumed"] == 1
     rows = study.read_rows(tmp_path / "s.csv")
     assert [(r["recipe"], r["pst_topk"]) for r in rows] == [("pst-anyk", "0"), ("pst-anyk", "8")]
+    assert all(0 <= r["agnostic_AP"] <= 1 and 0 <= r["agnostic_AR100"] <= 1 for r in rows)  # scored, not left empty
     assert "ADDED 0" in runner("live").stdout  # nothing left to do
 
 
