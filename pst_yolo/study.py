@@ -1058,14 +1058,8 @@ def longer_budget(all_rows: list[dict], budget: str, recipe: str = "yolo11n",
     own = _with_epochs(budget)
     if own is None:
         return []
-    cell = [r for r in all_rows if r["recipe"] == recipe and _k(r) == k]
-    here = {int(r["seed"]): r["AP"] for r in cell if r["budget"] == budget}
-    out = []
-    for r in cell:
-        other = _with_epochs(r["budget"])
-        if int(r["seed"]) in here and other and other[0] == own[0] and other[1] > own[1]:
-            out.append((other[1], int(r["seed"]), r["AP"], here[int(r["seed"])]))
-    return sorted(out)
+    return sorted((e, seed, ap, runs[own[1]]) for seed, runs in epoch_chain(all_rows, budget, recipe, k).items()
+                  if own[1] in runs for e, ap in runs.items() if e > own[1])
 
 
 def epoch_chain(all_rows: list[dict], budget: str, recipe: str = "yolo11n", k: int | None = None
