@@ -1021,6 +1021,62 @@ def budget_table(all_rows: list[dict], budget: str, ks: tuple[int, ...] = (0, 8)
     return lines
 
 
+# the README tables that ``sync_tables`` rewrites, by a pattern of their header line (the budget table's columns
+# grow with the budgets trained, so its header is matched by shape, not text)
+TABLE_HEADERS = {
+    "headline": r"\| model \(training\) \| pst_topk \| AP per seed ",
+    "budgets": r"\| model \(training\) \| pst_topk \| \d+ epochs \|",
+}
+
+
+def replace_table(text: str, table: list[str], header: str) -> str:
+    """``text`` with the one markdown table whose header line matches the regex ``header`` replaced by ``table``
+    (the table runs to the first line not starting with ``|``); ValueError if no table or several match.
+
+    Examples:
+        >>> text = "intro\\n| a | b |\\n|---|---|\\n| 1 | 2 |\\nafter"
+        >>> print(replace_table(text, ["| a | b |", "|---|---|"], "[|] a "))
+        intro
+        | a | b |
+        |---|---|
+        after
+    """
+    lines = text.split("\n")
+    starts = [i for i, line in enumerate(lines) if re.match(header, line)]
+    if len(starts) != 1:
+        raise ValueError(f"expected one table whose header matches {header!r}, found {len(starts)}")
+    end = starts[0]
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    return "\n".join(lines[:starts[0]] + table + lines[end:])
+
+
+def sync_tables(md_path: str | Path, all_rows: list[dict], budget: str | None = None) -> list[str]:
+    """Rewrite the headline table and the budget table in ``md_path`` (the README) from the study's rows, in place;
+    returns the names of the tables that changed. The prose around them, which quotes numbers too, is not touched.
+    """
+    budget = budget or report_budget(all_rows)
+    path = Path(md_path)
+    text = new = path.read_text(encoding="utf-8")
+    tables = {"headline": headline_table([r for r in all_rows if r["budget"] == budget]),
+              "budgets": budget_table(all_rows, budget)}
+    changed = []
+    for name, table in tables.items():
+        if not table:
+            continue
+        before = new
+        try:
+            new = replace_table(new, table, TABLE_HEADERS[name])
+        except ValueError as e:
+            raise ValueError(f"{path}: cannot update its {name} table: {e}. Add the table (the report "
+                             f"docs/accuracy.md has it) or leave out the file.") from None
+        if new != before:
+            changed.append(name)
+    if new != text:
+        path.write_text(new, encoding="utf-8")
+    return changed
+
+
 def _with_epochs(budget: str, epochs: int | None = None) -> tuple[str, int] | None:
     """``(the budget key with its epochs replaced by 'e*', its epochs)``; with ``epochs``, the key at that many; None
     for a key that is not a :meth:`Budget.key`.

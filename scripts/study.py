@@ -13,6 +13,7 @@ Examples:
     nohup python scripts/study.py > study2.log 2>&1 &              # a second runner: takes the cells the first is not
                                                                    # on (one core each)
     python scripts/study.py --report-only                          # regenerate docs/accuracy.md from the CSV
+    python scripts/study.py --report-only --readme README.md       # ... and the README's two tables
     python scripts/study.py --seeds 0 --epochs 1 --imgsz 64 --fraction 0.03 --csv docs/accuracy_smoke.csv \\
         --report docs/accuracy_smoke.md --banner "Smoke run of the pipeline, not results"
     python scripts/study.py --recipes yolo11n pst-anyk --seeds 0 1 2 close_mosaic=5   # key=value: more train args
@@ -111,6 +112,9 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
     p.add_argument("--report", default=str(ROOT / "docs" / "accuracy.md"), help="markdown report (plots beside it)")
     p.add_argument("--out", default=str(ROOT / "runs" / "study"), help="work directory: runs, weights, val outputs")
     p.add_argument("--report-only", action="store_true", help="only regenerate the report from the CSV")
+    p.add_argument("--readme", default=None, metavar="MD",
+                   help="also rewrite the headline and budget tables in this file (e.g. README.md) from the CSV; "
+                        "the sentences around them are left as they are")
     p.add_argument("--banner", default="", help="a note at the top of the report (e.g. 'smoke run')")
     from pst_yolo.utils import parse_key_values
 
@@ -171,6 +175,12 @@ def main(argv=None) -> int:
     write_report(csv_path, report, out=args.out, banner=args.banner,
                  how_to_run=runs_md + "\n" + how_to_run(report, report_budget(rows) if rows else None))
     print(f"study: report {report}")
+    if args.readme and rows:
+        from pst_yolo.study import sync_tables
+
+        changed = sync_tables(args.readme, rows)
+        print(f"study: {args.readme}: " + (f"{' and '.join(changed)} table(s) rewritten; check the sentences that "
+                                           f"quote their numbers" if changed else "tables already current"))
     return 130 if not args.report_only and stopped else 0
 
 

@@ -517,3 +517,45 @@ def test_report_of_another_dataset_says_its_budget_is_not_the_default_studys(tmp
         text = md.read_text()
         assert f"Budget: `{budget}`" in text
         assert (f"This report's budget is `{budget}`, not the default study's" in text) is other
+
+
+def test_readme_option_rewrites_only_the_two_tables(tmp_path, capsys):
+    """scripts/study.py --report-only --readme: a README whose headline table holds a stale number and whose budget
+    table lacks budgets gets both tables as the CSV says, every other line byte-identical; a second run changes
+    nothing; a file without the tables is refused, untouched."""
+    import importlib.util
+    import shutil
+
+    from pst_yolo.study import TABLE_HEADERS, budget_table, headline_table, read_rows, report_budget
+
+    spec = importlib.util.spec_from_file_location("study_script", ROOT / "scripts" / "study.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    csv_path = tmp_path / "accuracy.csv"
+    shutil.copy(ROOT / "docs" / "accuracy.csv", csv_path)
+    rows = read_rows(csv_path)
+    budget = report_budget(rows)
+    headline, budgets = headline_table([r for r in rows if r["budget"] == budget]), budget_table(rows, budget)
+    original = (ROOT / "README.md").read_text(encoding="utf-8")
+    stale_budgets = [line.rsplit(" | ", 1)[0] + " |" for line in budgets]  # one budget column fewer
+    stale = original.replace("\n".join(headline), "\n".join([*headline[:2], headline[2].replace("0.", "9.", 1),
+                                                              *headline[3:]]))
+    stale = stale.replace("\n".join(budgets), "\n".join(stale_budgets))
+    assert stale != original and "\n".join(headline) not in stale and "\n".join(budgets) not in stale
+    readme = tmp_path / "README.md"
+    readme.write_text(stale, encoding="utf-8")
+    args = ["--report-only", "--csv", str(csv_path), "--report", str(tmp_path / "accuracy.md"),
+            "--out", str(tmp_path / "none"), "--readme", str(readme)]
+    assert script.main(args) == 0
+    assert readme.read_text(encoding="utf-8") == original
+    assert "headline and budgets table(s) rewritten" in capsys.readouterr().out
+    assert script.main(args) == 0
+    assert readme.read_text(encoding="utf-8") == original
+    assert "tables already current" in capsys.readouterr().out
+
+    bare = tmp_path / "bare.md"
+    bare.write_text("no tables here\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="cannot update its headline table"):
+        script.main([*args[:-1], str(bare)])
+    assert bare.read_text(encoding="utf-8") == "no tables here\n"
+    assert set(TABLE_HEADERS) == {"headline", "budgets"}
