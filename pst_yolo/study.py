@@ -49,9 +49,11 @@ __all__ = (
     "plateau",
     "read_rows",
     "record_curves",
+    "replace_table",
     "run_study",
     "study_optimizer",
     "summarize",
+    "sync_tables",
     "write_report",
 )
 

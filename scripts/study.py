@@ -179,7 +179,11 @@ def main(argv=None) -> int:
     if args.readme and rows:
         from pst_yolo.study import sync_tables
 
-        changed = sync_tables(args.readme, rows)
+        try:
+            changed = sync_tables(args.readme, rows)
+        except (OSError, ValueError) as e:
+            print(f"study: {e}", file=sys.stderr)
+            return 2
         print(f"study: {args.readme}: " + (f"{' and '.join(changed)} table(s) rewritten; check the sentences that "
                                            f"quote their numbers" if changed else "tables already current"))
     return 130 if not args.report_only and stopped else 0
