@@ -78,7 +78,8 @@ decides is the **doubling check** (the report's "Would more epochs change the re
 when the same seed trained for twice the epochs gains less than 0.01 AP. yolo11n seed 0 gains +0.078, +0.042 and
 +0.048 from 100 to 200, 400 and 800 epochs (0.362, 0.440, 0.482, 0.530; seed 1 +0.072, +0.056, +0.046; seed 2
 +0.062, +0.061, +0.037), so no budget up to 400 epochs is converged; the 800-epoch runs' own window gains are +0.005 /
-+0.006 / +0.004 (seeds 0 / 1 / 2; seed 0: val mAP50-95 0.522 at epoch 600, 0.527 at 800), at the criterion.
++0.006 / +0.004 (seeds 0 / 1 / 2; seed 0: val mAP50-95 0.522 at epoch 600, 0.527 at 800), close to the
+criterion (seed 2 meets it).
 
 **Cost.** yolo11n: ~17-25 min per training at this budget; a yolo11n-pst step is ~1.25x (docs/benchmark.md), fine
 attention steps more (measured per run in the CSV: `train_s`, `train_cpu_s`). Per seed the matrix is ~9.5
