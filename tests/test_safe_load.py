@@ -1,7 +1,8 @@
 """Checkpoint loading: restricted mode (ULTRALYTICS_SAFE_LOAD=1) and damaged files.
 
 Restricted mode unpickles with ``weights_only=True`` against Ultralytics' allow-list; pst_yolo adds exactly PST,
-PSTBlock and PSTAttention to it. Unpickling cannot import pst_yolo there: ``import pst_yolo`` (or ``pst-yolo``) first.
+PSTBlock and PSTAttention to it, and the PST authors' three class paths (tests/test_authors.py). Unpickling cannot
+import pst_yolo there: ``import pst_yolo`` (or ``pst-yolo``) first.
 """
 
 import os
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from pst_yolo import PST, PSTAttention, PSTBlock
+from pst_yolo.authors import AUTHORS_CLASSES
 from pst_yolo.hooks.models import _Capture
 
 ultralytics = pytest.importorskip("ultralytics")
@@ -59,7 +61,8 @@ def run_safe(code, cwd, env):
 def test_allow_list_gains_exactly_the_pst_classes():
     stock = tasks._SafeLoad._build.__func__.__wrapped__(tasks._SafeLoad)  # Ultralytics' own _build
     ours = tasks._SafeLoad._build()
-    assert {k: v for k, v in ours.items() if k not in stock} == PST_CLASSES
+    assert {k: v for k, v in ours.items() if k not in stock} == {**PST_CLASSES, **AUTHORS_CLASSES}
+    assert all(v.__module__ == "pst_yolo.authors" for v in AUTHORS_CLASSES.values())  # shells, converted on load
     assert stock.keys() <= ours.keys()
 
 

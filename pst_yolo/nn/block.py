@@ -18,6 +18,7 @@ class PSTBlock(nn.Module):
         dim (int): Channels of ``x``, ``u`` and the output; a multiple of the head dim (32).
         mlp_ratio (float): Hidden width of the MLP relative to ``dim``.
         topk (int): Fine-attention top-k (0 = coarse only), see ``PSTAttention``.
+        num_heads (int | None): Attention heads; defaults to ``dim // 32`` (head dim 32).
 
     Examples:
         >>> block = PSTBlock(64, mlp_ratio=2.0)
@@ -25,9 +26,9 @@ class PSTBlock(nn.Module):
         torch.Size([1, 64, 16, 12])
     """
 
-    def __init__(self, dim: int, mlp_ratio: float = 2.0, topk: int = 0):
+    def __init__(self, dim: int, mlp_ratio: float = 2.0, topk: int = 0, num_heads: int | None = None):
         super().__init__()
-        self.attn = PSTAttention(dim, topk=topk)
+        self.attn = PSTAttention(dim, num_heads, topk=topk)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(Conv(dim, hidden, 1), Conv(hidden, dim, 1, act=False))
 

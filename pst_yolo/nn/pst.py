@@ -29,6 +29,8 @@ class PST(nn.Module):
         mlp_ratio (float): MLP hidden width relative to the hidden width ``c_``.
         e (float): Hidden width ratio, ``c_ = int(c2 * e)``; ``c_`` must be a multiple of 32 (the head dim).
         k (int): Fine-attention top-k (0 = coarse attention only); change later with ``pst_yolo.set_topk``.
+        num_heads (int | None): Attention heads per block; defaults to ``c_ // 32`` (head dim 32). Set only to hold
+            weights made with another head count (``pst_yolo.authors`` converts such checkpoints).
 
     Examples:
         >>> m = PST(384, 256, 128, n=1)
@@ -42,10 +44,11 @@ class PST(nn.Module):
         80 torch.Size([1, 64, 80, 80])
     """
 
-    def __init__(self, c1: int, c_up: int, c2: int, n: int = 1, mlp_ratio: float = 2.0, e: float = 0.5, k: int = 0):
+    def __init__(self, c1: int, c_up: int, c2: int, n: int = 1, mlp_ratio: float = 2.0, e: float = 0.5, k: int = 0,
+                 num_heads: int | None = None):
         super().__init__()
         c_ = int(c2 * e)
-        if c_ < HEAD_DIM or c_ % HEAD_DIM:
+        if num_heads is None and (c_ < HEAD_DIM or c_ % HEAD_DIM):
             raise ValueError(
                 f"PST hidden width c_ = int(c2 * e) = int({c2} * {e}) = {c_} must be a positive multiple of the head "
                 f"dim {HEAD_DIM}: raise c2 or e"
@@ -53,7 +56,7 @@ class PST(nn.Module):
         self.c_ = c_
         self.cv1 = Conv(c1, c_, 1)
         self.cvup = Conv(c_up, c_, 1)
-        self.m = nn.ModuleList(PSTBlock(c_, mlp_ratio, k) for _ in range(n))
+        self.m = nn.ModuleList(PSTBlock(c_, mlp_ratio, k, num_heads) for _ in range(n))
         self.cv2 = Conv((n + 1) * c_, c2, 1)
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
