@@ -342,7 +342,7 @@ def test_fine_tuning_starts_from_every_converted_tensor(model, tmp_path, context
     assert "pst_yolo.nn.pst.PST" in names and not names & set(AUTHORS_CLASSES)
     args = yaml.safe_load((run_dir / "args.yaml").read_text())
     assert set(args) <= set(DEFAULT_CFG_KEYS) | {"pst_topk", "pst_topk_train", "save_dir"}  # no 8.3.105 keys
-    assert args["data"] == "shapes-context" and args["pst_topk_train"] == "0,4,8,16"
+    assert args["data"] == "shapes-context" and args["pst_topk_train"] == [0, 4, 8, 16]
 
 
 def test_cli_train_from_the_authors_checkpoint(cli_env, tmp_path):
