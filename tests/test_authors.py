@@ -83,6 +83,13 @@ def test_every_authors_tensor_lands_in_pst_yolo_layers(model):
         assert [m.attn.topk for m in layer.m] == [0]
 
 
+def test_help_points_to_the_papers_weights(cli_env, tmp_path):
+    text = run(["pst-yolo", "help"], tmp_path, cli_env)
+    line = next(line for line in text.splitlines() if "model=AUTHORS.pt" in line)
+    assert "Start from the paper's COCO weights" in line
+    assert "### Start from the paper's COCO weights" in (Path(__file__).parents[1] / "README.md").read_text()
+
+
 def test_conversion_is_logged_once_with_the_rows(cli_env, tmp_path):
     text = run([sys.executable, "-c", f"import pst_yolo; from ultralytics import YOLO; YOLO({str(CKPT)!r})"],
                tmp_path, cli_env)

@@ -137,7 +137,7 @@ def test_finished_run_only_for_finished_pst_checkpoints(tmp_path):
 def test_help_adds_plugin_lines(cli_env, tmp_path):
     out = run(["pst-yolo"], tmp_path, cli_env)
     assert "yolo TASK MODE ARGS" in out  # Ultralytics' help comes first
-    n = 7 + len(DATASETS)
+    n = 8 + len(DATASETS)
     assert lines(out)[-n:] == [
         f"pst_yolo {pst_yolo.__version__}: the Pyramid Sparse Transformer (PST) plugin. 'pst-yolo' takes every 'yolo' "
         "command above, plus:",
@@ -151,6 +151,8 @@ def test_help_adds_plugin_lines(cli_env, tmp_path):
         "and 8",
         "    pst-yolo explain model=best.pt source=IMG pst_topk=8  pictures of what each PST layer selects and attends "
         "to",
+        "    model=AUTHORS.pt  the paper's COCO weights (the authors' Model Zoo) load as they are: README, 'Start from "
+        "the paper's COCO weights'",
     ]
     for alias in ("help", "--help"):
         assert lines(run(["pst-yolo", alias], tmp_path, cli_env))[-n:] == lines(out)[-n:]
