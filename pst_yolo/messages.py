@@ -25,7 +25,7 @@ def pst_configs() -> tuple[str, ...]:
 
     Examples:
         >>> pst_configs()[-2:]
-        ('yolo26{n,s,m}-pst.yaml', 'yolo26{n,s,m}-seg-pst.yaml')
+        ('yolo26{n,s,m,l,x}-pst.yaml', 'yolo26{n,s,m,l,x}-seg-pst.yaml')
     """
     names = []
     for file in sorted(resource_path("cfg", "models").glob("*.yaml")):
@@ -36,7 +36,7 @@ def pst_configs() -> tuple[str, ...]:
 
 
 def configs_line() -> str:
-    """One line naming the PST configs, e.g. ``PST configs (model=NAME, from any directory): yolo11{n,s,m}-pst...``."""
+    """One line naming the PST configs: ``PST configs (model=NAME, from any directory): yolo11{n,s,m,l,x}-pst...``."""
     return f"PST configs (model=NAME, from any directory): {', '.join(pst_configs())}"
 
 

@@ -18,6 +18,8 @@ from .nn.attention import PSTArgumentError, check_topk
 __all__ = (
     "attention_layers",
     "check_topk",
+    "clamp_topk",
+    "coarse_tokens",
     "check_topk_train",
     "get_topk",
     "get_topk_train",
@@ -34,6 +36,54 @@ def attention_layers(model) -> list[PSTAttention]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a YOLO model or torch nn.Module, got {type(model).__name__}")
     return [m for m in model.modules() if isinstance(m, PSTAttention)]
+
+
+def coarse_tokens(model: nn.Module, imgsz: tuple[int, int], channels: int = 3) -> list[int]:
+    """Coarse tokens (``Hc * Wc``) each PST attention layer of ``model`` sees on a ``(h, w)`` input, in module order.
+
+    One forward pass of a blank image in eval mode, on a copy of nothing (the model's mode is restored).
+
+    Examples:
+        >>> from pst_yolo import PST
+        >>> net = nn.Sequential(nn.Identity())
+        >>> coarse_tokens(net, (64, 64))
+        []
+    """
+    import torch
+
+    layers = attention_layers(model)
+    if not layers:
+        return []
+    seen = {}
+    hooks = [m.register_forward_pre_hook(lambda m, a, i=i: seen.__setitem__(i, a[1].shape[2] * a[1].shape[3]))
+             for i, m in enumerate(layers)]
+    p = next(model.parameters())
+    training = model.training
+    try:
+        with torch.no_grad(), quiet_clamp_warnings(model):
+            model.eval()(torch.zeros(1, channels, *imgsz, dtype=p.dtype, device=p.device))
+    finally:
+        model.train(training)
+        for h in hooks:
+            h.remove()
+    return [seen[i] for i in range(len(layers))]
+
+
+def clamp_topk(model: nn.Module, imgsz: tuple[int, int], channels: int = 3) -> dict[int, tuple[int, int]]:
+    """Clamp each PST layer's ``topk`` to its coarse tokens at ``imgsz``, as validation does at run time.
+
+    For exports: a traced graph pads the selection to ``topk`` entries instead of clamping, so without this an
+    oversized ``pst_topk`` makes the graph (and its memory) grow with K while computing the same function.
+
+    Returns:
+        (dict[int, tuple[int, int]]): ``{layer index: (k before, k after)}`` for the layers that were clamped.
+    """
+    changed = {}
+    for i, (attn, m) in enumerate(zip(attention_layers(model), coarse_tokens(model, imgsz, channels))):
+        if attn.topk > m:
+            changed[i] = (attn.topk, m)
+            attn.topk = m
+    return changed
 
 
 def set_topk(model, k: int, verbose: bool = True) -> int:

@@ -19,10 +19,10 @@ from pst_yolo.nn.attention import PSTArgumentError, check_topk
 
 CONFIGS = (
     "PST configs (model=NAME, from any directory): r101-cls-pst.yaml, r101-pst.yaml, r18-cls-pst.yaml, r18-pst.yaml, "
-    "r50-cls-pst.yaml, r50-pst.yaml, yolo11{n,s,m}-cls-pst.yaml, yolo11{n,s,m}-obb-pst.yaml, "
-    "yolo11{n,s,m}-pose-pst.yaml, yolo11{n,s,m}-pst.yaml, yolo11{n,s,m}-seg-pst.yaml, yolo12{n,s,m}-pst.yaml, "
-    "yolo26{n,s,m}-cls-pst.yaml, yolo26{n,s,m}-obb-pst.yaml, yolo26{n,s,m}-pose-pst.yaml, yolo26{n,s,m}-pst.yaml, "
-    "yolo26{n,s,m}-seg-pst.yaml"
+    "r50-cls-pst.yaml, r50-pst.yaml, yolo11{n,s,m,l,x}-cls-pst.yaml, yolo11{n,s,m,l,x}-obb-pst.yaml, "
+    "yolo11{n,s,m,l,x}-pose-pst.yaml, yolo11{n,s,m,l,x}-pst.yaml, yolo11{n,s,m,l,x}-seg-pst.yaml, "
+    "yolo12{n,s,m,l,x}-pst.yaml, yolo26{n,s,m,l,x}-cls-pst.yaml, yolo26{n,s,m,l,x}-obb-pst.yaml, "
+    "yolo26{n,s,m,l,x}-pose-pst.yaml, yolo26{n,s,m,l,x}-pst.yaml, yolo26{n,s,m,l,x}-seg-pst.yaml"
 )
 DATASETS = [
     "  coco            COCO 2017 detection, 80 classes, 118k train / 5k val images (needs internet on first use)",

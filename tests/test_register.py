@@ -21,7 +21,7 @@ from ultralytics.nn import tasks  # noqa: E402
 from ultralytics.utils import LOGGER  # noqa: E402
 from ultralytics.utils.torch_utils import get_flops  # noqa: E402
 
-CONFIGS = [f"yolo{v}{s}-pst.yaml" for v in (11, 12) for s in "nsm"]
+CONFIGS = [f"yolo{v}{s}-pst.yaml" for v in (11, 12) for s in "nsmlx"]  # every scale of stock YOLO11/YOLO12
 
 
 def conv_params(c1, c2, k=1, g=1):
@@ -90,7 +90,7 @@ def test_config_builds_with_two_pst_layers(cfg):
             c2, blocks = m.cv2.conv.out_channels, len(m.m)
             assert c2 == s.cv2.conv.out_channels  # same c2 as the stock block it replaces
             assert c_up == model.model[m.f[1]].cv2.conv.out_channels  # channels inferred from the coarse layer
-            assert blocks == 1  # 2 repeats x depth 0.5 for n/s/m
+            assert blocks == (2 if cfg[6] in "lx" else 1)  # 2 repeats x depth 0.5 for n/s/m, x 1.0 for l/x
             assert n == pst_params(c1, c_up, c2, blocks)
         else:
             assert n == sum(p.numel() for p in s.parameters()), m.i
@@ -99,8 +99,9 @@ def test_config_builds_with_two_pst_layers(cfg):
 
 def test_scaling_follows_width_and_max_channels():
     c2 = {s: [m.cv2.conv.out_channels for m in YOLO(f"yolo11{s}-pst.yaml").model.model if isinstance(m, PST)]
-          for s in "nsm"}
-    assert c2 == {"n": [128, 64], "s": [256, 128], "m": [512, 256]}  # 512/256 x width, capped at max_channels 512
+          for s in "nsmlx"}
+    # min(512/256, max_channels) x width (Ultralytics' own constants for l and x: max_channels 512, width 1.0/1.5)
+    assert c2 == {"n": [128, 64], "s": [256, 128], "m": [512, 256], "l": [512, 256], "x": [768, 384]}
 
 
 def test_summary_rows_and_gflops(caplog):

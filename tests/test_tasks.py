@@ -24,15 +24,15 @@ from ultralytics import YOLO  # noqa: E402
 from ultralytics.nn.tasks import guess_model_scale, guess_model_task, yaml_model_load  # noqa: E402
 
 FAMILIES = {  # config family -> (task, scales)
-    "yolo26-pst": ("detect", "nsm"),
-    "yolo11-seg-pst": ("segment", "nsm"),
-    "yolo11-pose-pst": ("pose", "nsm"),
-    "yolo11-obb-pst": ("obb", "nsm"),
-    "yolo26-seg-pst": ("segment", "nsm"),
-    "yolo26-pose-pst": ("pose", "nsm"),
-    "yolo26-obb-pst": ("obb", "nsm"),
-    "yolo11-cls-pst": ("classify", "nsm"),
-    "yolo26-cls-pst": ("classify", "nsm"),
+    "yolo26-pst": ("detect", "nsmlx"),
+    "yolo11-seg-pst": ("segment", "nsmlx"),
+    "yolo11-pose-pst": ("pose", "nsmlx"),
+    "yolo11-obb-pst": ("obb", "nsmlx"),
+    "yolo26-seg-pst": ("segment", "nsmlx"),
+    "yolo26-pose-pst": ("pose", "nsmlx"),
+    "yolo26-obb-pst": ("obb", "nsmlx"),
+    "yolo11-cls-pst": ("classify", "nsmlx"),
+    "yolo26-cls-pst": ("classify", "nsmlx"),
     "r18-cls-pst": ("classify", ""),
     "r50-cls-pst": ("classify", ""),
     "r101-cls-pst": ("classify", ""),
@@ -96,6 +96,21 @@ def test_every_config_builds_and_runs(name, task, scale):
     assert all(torch.isfinite(t).all() for t in tensors(y))
     if task == "classify":
         assert out.shape == (1, 1000)
+
+
+@pytest.mark.parametrize("name,task,scale", [c for c in config_names() if c[2] in ("l", "x")])
+def test_large_scales_build_with_stock_widths(name, task, scale):
+    """l and x build with Ultralytics' own constants: each PST row has the width of the stock row it replaces."""
+    net = YOLO(name, verbose=False).model
+    stock = YOLO(name.replace("-pst", ""), verbose=False).model
+    pst = [m for m in net.model if isinstance(m, pst_yolo.PST)]
+    if task == "classify":  # PST added after the stock backbone: c2 min(512, max_channels 512) x width; 1 repeat
+        assert [(m.cv2.conv.out_channels, len(m.m)) for m in pst] == [({"l": 512, "x": 768}[scale], 1)]
+    else:  # PST in place of a stock fusion row: its width, and 2 repeats x depth 1.0
+        assert pst and all(m.cv2.conv.out_channels == stock.model[m.i].cv2.conv.out_channels for m in pst)
+        assert all(len(m.m) == 2 for m in pst)
+    with torch.inference_mode():
+        assert all(torch.isfinite(t).all() for t in tensors(net.eval()(torch.rand(1, 3, 64, 64))))
 
 
 # ------------------------------------------------------------------------------------------------------ offline data

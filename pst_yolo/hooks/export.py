@@ -10,7 +10,9 @@ the device is selected and the format checked, and none sees the intermediate ON
 For models with PST layers only (stock models pass through untouched), the ``__call__`` wrapper exports a copy of the
 model (``hooks.topk.export_model``) that
 
-- runs the export's ``pst_topk`` (or the model's own value), recorded in the exported file's metadata;
+- runs the export's ``pst_topk`` (or the model's own value), recorded in the exported file's metadata; a value above
+  a layer's coarse tokens at the export's image size is clamped for that layer (one warning), as validation clamps
+  it, so the graph does not grow with K;
 - is refused with one sentence (``ExportBackendError``) when the format cannot take PST with these arguments
   (``pst_yolo.export.forms.export_problem``) or TensorRT cannot run here (``tensorrt_problem``);
 - uses the portable attention form for the formats that need it (``export_form``); the caller's model is unchanged.
@@ -20,9 +22,10 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 
+import torch
 import torch.nn as nn
 
-from ..topk import attention_layers, get_topk
+from ..topk import attention_layers, clamp_topk, get_topk
 from ._common import install
 from .topk import export_model
 
@@ -52,10 +55,13 @@ def _wrap_export_call(call):
         if not (isinstance(model, nn.Module) and attention_layers(model)):
             return call(self, export_model(self, model), *args, **kwargs)  # unchanged (a given pst_topk: a warning)
         fmt = str(self.args.format).lower()
-        if fmt in ENGINE_FORMATS and (problem := tensorrt_problem(getattr(self.args, "model", None))):
-            raise ExportBackendError(problem)
         copy = export_model(self, model)
-        if problem := export_problem(fmt, get_topk(copy), getattr(self.args, "quantize", None)):
+        k = get_topk(copy)
+        if problem := export_problem(fmt, k, getattr(self.args, "quantize", None)):
+            raise ExportBackendError(problem)
+        if k:
+            _clamp_to_export_size(self, copy, k, fmt)  # before TensorRT's presence: K's bound is the user's to fix
+        if fmt in ENGINE_FORMATS and (problem := tensorrt_problem(getattr(self.args, "model", None))):
             raise ExportBackendError(problem)
         if export_form(fmt) == "portable":
             n = set_portable(copy, True)
@@ -68,6 +74,40 @@ def _wrap_export_call(call):
             _EXPORTING_PST.reset(token)
 
     return export_with_pst
+
+
+def _export_size(exporter, model) -> tuple[int, int]:
+    """The (h, w) the exporter will trace at, as Ultralytics derives it from ``imgsz`` and the model's stride."""
+    from ultralytics.utils.checks import check_imgsz
+
+    stride = int(max(getattr(model, "stride", torch.tensor([32])).max(), 32))
+    imgsz = check_imgsz(exporter.args.imgsz, stride=stride, min_dim=2)
+    return (imgsz[0], imgsz[1]) if len(imgsz) > 1 else (imgsz[0], imgsz[0])
+
+
+def _clamp_to_export_size(exporter, model, k: int, fmt: str) -> None:
+    """Clamp ``pst_topk`` per layer to its coarse tokens at the export size (one warning); TensorRT's TopK bound."""
+    from ultralytics.utils import LOGGER
+
+    from ..export.backends import ENGINE_FORMATS, ExportBackendError
+    from ..export.trt_ops import TOPK_MAX
+
+    size = _export_size(exporter, model)
+    cfg = getattr(model, "yaml", None)
+    channels = int(cfg.get("channels", 3)) if isinstance(cfg, dict) else 3
+    changed = clamp_topk(model, size, channels)
+    if changed:
+        after = ", ".join(str(v[1]) for v in changed.values())
+        LOGGER.warning(f"PST: pst_topk={k} exceeds the coarse tokens of {len(changed)} PST layer(s) at imgsz "
+                       f"{size[0]}x{size[1]}; exported with K = {after} there (all their coarse tokens: the same "
+                       f"function, as validation clamps it); the file records pst_topk={k}")
+    if fmt in ENGINE_FORMATS:
+        ks = [attn.topk for attn in attention_layers(model)]
+        if max(ks) >= TOPK_MAX:
+            raise ExportBackendError(
+                f"TensorRT's TopK takes K below {TOPK_MAX}, and pst_topk={k} at imgsz {size[0]}x{size[1]} needs K = "
+                f"{max(ks)}: export with pst_topk<{TOPK_MAX} (values that large select nearly every coarse token)"
+            )
 
 
 def _wrap_onnx2engine(onnx2engine):
