@@ -13,8 +13,12 @@ def main() -> None:
 
     if sys.argv[1:2] == ["demo"]:
         from .demo import demo_cli
+        from .nn.attention import PSTArgumentError
 
-        demo_cli(sys.argv[2:])
+        try:
+            demo_cli(sys.argv[2:])
+        except (PSTArgumentError, SyntaxError, TypeError) as e:  # a bad argument, found before anything trains
+            sys.exit(f"pst-yolo demo: {e}")
         return
     if sys.argv[1:2] == ["explain"]:
         from .explain import explain_cli

@@ -4,6 +4,10 @@ Trains with any-K training (``pst_topk_train=0,4,8,16``, the recipe the README r
 set works at inference, ``pst_topk=0`` as well as after coarse-only training), validates the best checkpoint with fine
 attention off (``pst_topk=0``) and on (``pst_topk=8``), and prints the mAPs and where the weights and plots are.
 ``pst_topk_train=0`` trains coarse-only, as the paper does.
+
+Runs are named as ``train`` names them: a second demo goes to ``pst_demo2`` (Ultralytics numbers the folder) and never
+replaces a finished one unless ``exist_ok=True`` asks for it; ``project=`` and ``name=`` choose another place. Every
+argument is checked before anything trains.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-__all__ = ("DEFAULTS", "demo_cli", "run_demo")
+__all__ = ("DEFAULTS", "check_demo_args", "demo_cli", "run_demo")
 
 DEFAULTS = {  # about 10 minutes on a 2-core CPU
     "model": "yolo11n-pst.yaml",
@@ -23,8 +27,27 @@ DEFAULTS = {  # about 10 minutes on a 2-core CPU
     "pst_topk_train": [0, 4, 8, 16],  # any-K training: one K of the set per step
     "topk": 8,
     "device": "cpu",
-    "name": "pst_demo",  # saved under Ultralytics' runs_dir, e.g. runs/detect/pst_demo
+    "name": "pst_demo",  # saved under Ultralytics' runs_dir, e.g. runs/detect/pst_demo (then pst_demo2, ...)
 }
+
+
+def check_demo_args(cfg: dict) -> None:
+    """Raise before training if any demo argument is invalid: the demo's own ``topk`` and every train argument.
+
+    Raises:
+        PSTArgumentError: A bad ``topk``, ``pst_topk`` or ``pst_topk_train`` (names the argument and the value).
+        SyntaxError | TypeError | ValueError: What Ultralytics' own argument check raises for other keys.
+    """
+    from ultralytics.cfg import get_cfg
+
+    from .nn.attention import PSTArgumentError, check_topk
+
+    try:
+        check_topk(cfg["topk"])
+    except PSTArgumentError:
+        raise PSTArgumentError(f"topk (the demo validates with pst_topk=0 and pst_topk=topk) must be a positive "
+                               f"integer, e.g. topk=8; got {cfg['topk']!r}") from None
+    get_cfg(overrides={k: v for k, v in cfg.items() if k != "topk"})  # keys, types; pst_topk(_train) values
 
 
 def run_demo(**overrides) -> dict:
@@ -42,11 +65,12 @@ def run_demo(**overrides) -> dict:
     from pst_yolo.topk import check_topk_train
 
     cfg = {**DEFAULTS, **overrides}
+    check_demo_args(cfg)
     topk = cfg.pop("topk")
     common = {k: cfg[k] for k in ("data", "imgsz", "batch", "device")}
     t0 = time.time()
     model = YOLO(cfg.pop("model"))
-    model.train(**cfg, exist_ok=True)
+    model.train(**cfg)  # exist_ok as in train (default False: a new folder, never a finished run overwritten)
     save_dir, best = Path(model.trainer.save_dir), Path(model.trainer.best)
     minutes = (time.time() - t0) / 60
     ks = getattr(model.trainer.args, "pst_topk_train", None)
@@ -74,6 +98,7 @@ def run_demo(**overrides) -> dict:
             for r in rows
         ),
         "",
+        f"run:     {save_dir}",
         f"weights: {best}",
         f"plots:   {save_dir} (results.png, confusion matrices; val runs in {save_dir}/val_pst_topk*)",
     ]
