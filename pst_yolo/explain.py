@@ -594,8 +594,12 @@ def explain_cli(args: list[str]) -> None:
 
         source = ASSETS
         LOGGER.warning(f"source is missing: using source={source}")
+    n = 0
     try:
         for _ in explain(str(model), source, save=True, stream=True, **cfg):
-            pass
+            n += 1
     except (ValueError, SyntaxError, FileNotFoundError) as e:  # bad arguments: one clear line, no traceback
         sys.exit(f"pst-yolo explain: {e}")
+    if not n:  # predict skips unreadable images with a warning each: nothing was explained, nothing saved
+        sys.exit(f"pst-yolo explain: no image of source={source} could be read (unreadable or not an image), so "
+                 f"nothing was explained; pass images or a folder of them")

@@ -203,3 +203,9 @@ def test_command_on_a_checkpoint_from_another_directory(tmp_path, cli_env):
     assert "4 pictures saved to" in out
     err = run(["pst-yolo", "explain", f"source={src}"], cwd, cli_env, ok=False)
     assert "model= is required" in err
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    err = run([*cmd[:3], f"source={bad}", "imgsz=64", f"project={tmp_path / 'runs'}", "name=bad"], cwd, cli_env,
+              ok=False)
+    assert err.strip().splitlines()[-1].startswith(f"pst-yolo explain: no image of source={bad} could be read"), err
+    assert not list((tmp_path / "runs").glob("bad*/*.png"))

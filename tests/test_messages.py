@@ -65,6 +65,19 @@ def test_unknown_data_lists_named_datasets_and_leaves_no_run_dir(mode, cli_env, 
     assert not (runs / "bad").exists(), sorted(runs.rglob("*"))  # no empty run directory left behind
 
 
+def test_near_miss_of_a_classification_set_lists_named_datasets(cli_env, tmp_path):
+    """``data=shapes-cl`` (for shapes-cls): the list of names, not a download attempt of shapes-cl.zip."""
+    runs = tmp_path / "runs"
+    cmd = ["pst-yolo", "train", "model=yolo11n-cls-pst.yaml", "data=shapes-cl", f"project={runs}", "name=bad"]
+    out = run(cmd, tmp_path, cli_env, ok=False)
+    assert lines(out)[-1 - len(DATASETS):] == [
+        "FileNotFoundError: 'shapes-cl' does not exist. data= takes a path to a data YAML or one of these names:",
+        *DATASETS,
+    ]
+    assert "Download" not in out and "shapes-cl.zip" not in out
+    assert not (runs / "bad").exists(), sorted(runs.rglob("*"))
+
+
 @pytest.mark.parametrize("value, shown", [("-3", "-3"), ("abc", "'abc'"), ("1.5", "1.5")])
 def test_bad_topk_one_line_no_traceback(value, shown, cli_env, tmp_path):
     out = run(["pst-yolo", "val", "model=yolo11n-pst.yaml", "data=shapes", f"pst_topk={value}"], tmp_path, cli_env,

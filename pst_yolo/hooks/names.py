@@ -13,9 +13,10 @@ Names that exist as files, or that are not pst_yolo's, go to the stock function 
 - ``BaseTrainer.get_dataset`` and ``BaseValidator.__call__`` (their ``data=`` checks run after the run directory was
   made): a classification set named in ``datasets.yaml`` (``data=shapes-cls``, an entry with ``dir``) is generated
   on first use and passed on as its folder (Ultralytics finds a classification directory only in the working
-  directory or ``datasets_dir``, else downloads it by name from its assets); when ``data=`` names nothing that
-  exists, the run directory left empty (a trainer's ``args.yaml`` and empty ``weights/``, a validator's empty
-  directory) is removed.
+  directory or ``datasets_dir``, else downloads it by name from its assets); a bare name that exists nowhere and is
+  a near miss of a named dataset (``shapes-cl``) fails as a name found nowhere does, instead of a download attempt
+  of ``shapes-cl.zip``; when ``data=`` names nothing that exists, the run directory left empty (a trainer's
+  ``args.yaml`` and empty ``weights/``, a validator's empty directory) is removed.
 """
 
 from __future__ import annotations
@@ -134,6 +135,26 @@ def _image_folder(data) -> str | None:
     return str(root)
 
 
+def _check_near_miss(data) -> None:
+    """Raise the named-datasets ``FileNotFoundError`` for a bare ``data=`` name that exists nowhere and is a near miss
+    of one of pst_yolo's named datasets (a typo such as ``shapes-cl``), before Ultralytics tries to download it."""
+    import difflib
+
+    from ..messages import data_not_found
+
+    name = data.strip() if isinstance(data, str) else ""
+    names = list(load_index())
+    if not name or name in names or any(s in name for s in "/\\:.") or os.path.exists(name):
+        return
+    import ultralytics.data.utils as data_utils
+
+    if (Path(data_utils.DATASETS_DIR) / name).exists() or not difflib.get_close_matches(name, names, 1, 0.8):
+        return  # a folder of that name exists, or a name that is not ours (e.g. Ultralytics' imagenette160)
+    error = FileNotFoundError(data_not_found(f"'{name}' does not exist"))
+    setattr(error, _NOT_FOUND, True)
+    raise error
+
+
 def _wrap_leaving_no_empty_run(method):
     def leaving_no_empty_run(self, *args, **kwargs):
         """Run ``method`` with a named image-folder ``data=`` resolved to its (generated) folder; if it fails because
@@ -141,6 +162,7 @@ def _wrap_leaving_no_empty_run(method):
         if (folder := _image_folder(getattr(self.args, "data", None))) is not None:
             self.args.data = folder  # classification data is a directory: Ultralytics' check_cls_dataset takes paths
         try:
+            _check_near_miss(getattr(self.args, "data", None))
             return method(self, *args, **kwargs)
         except Exception as e:
             if (getattr(e, _NOT_FOUND, False) or getattr(e.__cause__, _NOT_FOUND, False)) and self.save_dir:
