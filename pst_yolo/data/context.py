@@ -209,7 +209,7 @@ def generate_context(
         >>> import tempfile
         >>> root = generate_context(tempfile.mkdtemp() + "/ctx", n_train=2, n_val=1, imgsz=128)
         >>> sorted(p.name for p in root.iterdir())
-        ['.shapes_meta.json', 'annotations', 'images', 'labels']
+        ['.pst_manifest.json', '.shapes_meta.json', 'annotations', 'images', 'labels']
     """
     root = Path(root).expanduser().resolve()
     params = {"version": VERSION, "set": "shapes-context", "seed": int(seed), "n_train": int(n_train),

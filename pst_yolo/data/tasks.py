@@ -197,7 +197,7 @@ def generate_task(
         >>> import tempfile
         >>> root = generate_task(tempfile.mkdtemp() + "/seg", "segment", n_train=2, n_val=1, imgsz=64)
         >>> sorted(p.name for p in root.iterdir())
-        ['.shapes_meta.json', 'annotations', 'images', 'labels']
+        ['.pst_manifest.json', '.shapes_meta.json', 'annotations', 'images', 'labels']
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; offline sets exist for: {', '.join(TASKS)}")

@@ -7,9 +7,12 @@ Names that exist as files, or that are not pst_yolo's, go to the stock function 
 
 - a name found nowhere fails with Ultralytics' own ``FileNotFoundError`` (same type, same first sentence), which goes
   on to list the PST configs (``model=``) or the named datasets (``data=``);
-- a data YAML of pst_yolo's that is generated rather than downloaded (``shapes``, ``shapes-context``) is generated
-  when ``data=`` resolves to it, with its own log lines, before ``check_det_dataset`` would report its images missing
-  and run the YAML's ``download:`` script (the fallback for copies of the YAML) under "Dataset download success";
+- a data YAML of pst_yolo's that is generated rather than downloaded (``shapes``, ``shapes-context``, ``shapes-seg``,
+  ``shapes-pose``, ``shapes-obb``) has its set checked each time ``data=`` resolves to it: against its stamp
+  (generator version and parameters) and its manifest (files and bytes per folder); a missing, incomplete, damaged
+  or outdated set is generated again with one log line, before ``check_det_dataset`` would report images missing
+  and run the YAML's ``download:`` script (the fallback for copies of the YAML) under "Dataset download success"; a
+  folder there that pst_yolo did not make is refused, naming it;
 - ``BaseTrainer.get_dataset`` and ``BaseValidator.__call__`` (their ``data=`` checks run after the run directory was
   made): a classification set named in ``datasets.yaml`` (``data=shapes-cls``, an entry with ``dir``) is generated
   on first use and passed on as its folder (Ultralytics finds a classification directory only in the working
@@ -86,27 +89,53 @@ def _wrap_check_file(check_file, data: bool):
     return check_file_with_pst
 
 
+def _generators() -> dict:
+    """pst_yolo's generated data YAMLs (detection-style sets) -> the generator of their set, with its defaults."""
+    from ..data import context, shapes, tasks
+
+    return {"shapes.yaml": shapes.generate, "shapes-context.yaml": context.generate_context,
+            **{f"shapes-{s}.yaml": partial(tasks.generate_task, task=t)
+               for s, t in (("seg", "segment"), ("pose", "pose"), ("obb", "obb"))}}
+
+
+def _ensure_generated(name: str, root: Path, generator, logger) -> None:
+    """Check the set at ``root`` against its stamp and manifest; (re)generate it with one log line where needed.
+
+    A set pst_yolo made with other parameters (another version), or one with missing, extra or altered files, is made
+    again; a folder pst_yolo did not make is refused by the generator (``FileExistsError`` naming it).
+    """
+    from ..data.shapes import _read_meta, manifest_problem
+
+    before = _read_meta(root)
+    problem = manifest_problem(root) if before is not None else None
+    if not root.exists() or (root.is_dir() and not any(root.iterdir())):
+        logger.info(f"{name}: generating the offline synthetic dataset in {root} (first use; nothing is downloaded)")
+        generator(root)
+        logger.info(f"{name}: dataset ready in {root}")
+        return
+    generator(root, force=before is not None)  # returns at once if the set is there, complete and current
+    if before != _read_meta(root):
+        why = f"it was made with other parameters or by another pst_yolo version: {before}"
+    elif problem:
+        why = f"it was incomplete or damaged: {problem}"
+    else:
+        return
+    logger.info(f"{name}: regenerated the offline synthetic dataset in {root} ({why}; nothing is downloaded)")
+
+
 def _generate_if_missing(yaml_file: str, logger) -> None:
-    """Generate the dataset of pst_yolo's ``shapes.yaml`` or ``shapes-context.yaml`` into Ultralytics'
-    ``datasets_dir`` unless it is there."""
+    """Make sure the set of one of pst_yolo's generated data YAMLs is in Ultralytics' ``datasets_dir``, complete and
+    current (see ``_ensure_generated``); other YAMLs are left alone."""
     import ultralytics.data.utils as data_utils
 
-    from ..data import context, shapes
-
     file = Path(yaml_file)
-    generators = {"shapes.yaml": shapes.generate, "shapes-context.yaml": context.generate_context}
+    generators = _generators()
     if file.name not in generators or file.resolve() != _resources()[file.name].resolve():
         return
     import yaml
 
     data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    root = Path(data_utils.DATASETS_DIR) / data["path"]
-    if (root / data["val"]).exists():  # check_det_dataset's own test for "images not found"
-        return
-    name = file.stem
-    logger.info(f"{name}: generating the offline synthetic dataset in {root} (first use; nothing is downloaded)")
-    generators[file.name](root)
-    logger.info(f"{name}: dataset ready in {root}")
+    _ensure_generated(file.stem, Path(data_utils.DATASETS_DIR) / data["path"], generators[file.name], logger)
 
 
 def _image_folder(data) -> str | None:
@@ -124,14 +153,10 @@ def _image_folder(data) -> str | None:
     from ultralytics.utils import LOGGER
 
     from ..data import generate_task
-    from ..data.shapes import _read_meta
 
     root = Path(data_utils.DATASETS_DIR) / entry["dir"]
-    kwargs, before = dict(entry["generate"]), _read_meta(root)
-    generate_task(root, kwargs.pop("task"), **kwargs, force=before is not None)  # returns at once if up to date
-    if _read_meta(root) != before:
-        why = "first use" if before is None else f"replacing a set made with other parameters: {before}"
-        LOGGER.info(f"{data}: generated the offline synthetic dataset in {root} ({why}; nothing is downloaded)")
+    kwargs = dict(entry["generate"])
+    _ensure_generated(str(data).strip(), root, partial(generate_task, task=kwargs.pop("task"), **kwargs), LOGGER)
     return str(root)
 
 
