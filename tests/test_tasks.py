@@ -98,17 +98,20 @@ def test_every_config_builds_and_runs(name, task, scale):
         assert out.shape == (1, 1000)
 
 
-@pytest.mark.parametrize("name,task,scale", [c for c in config_names() if c[2] in ("l", "x")])
-def test_large_scales_build_with_stock_widths(name, task, scale):
-    """l and x build with Ultralytics' own constants: each PST row has the width of the stock row it replaces."""
+@pytest.mark.parametrize("name,task,scale", [c for c in config_names() if c[2] in ("s", "m", "l", "x")])
+def test_every_scale_builds_with_stock_widths(name, task, scale):
+    """Every scale builds with Ultralytics' own constants: each PST row has the width of the stock row it replaces
+    (the smallest scale also runs in every mode above)."""
     net = YOLO(name, verbose=False).model
     stock = YOLO(name.replace("-pst", ""), verbose=False).model
     pst = [m for m in net.model if isinstance(m, pst_yolo.PST)]
-    if task == "classify":  # PST added after the stock backbone: c2 min(512, max_channels 512) x width; 1 repeat
-        assert [(m.cv2.conv.out_channels, len(m.m)) for m in pst] == [({"l": 512, "x": 768}[scale], 1)]
-    else:  # PST in place of a stock fusion row: its width, and 2 repeats x depth 1.0
+    repeats = 2 if scale in "lx" else 1  # 2 repeats x depth 1.0 (l, x) or 0.5 (n, s, m)
+    if task == "classify":  # PST added after the stock backbone: c2 min(512, max_channels) x width, 1 repeat
+        width = {"s": 256, "m": 512, "l": 512, "x": 768}[scale]
+        assert [(m.cv2.conv.out_channels, len(m.m)) for m in pst] == [(width, 1)]
+    else:  # PST in place of a stock fusion row: its width
         assert pst and all(m.cv2.conv.out_channels == stock.model[m.i].cv2.conv.out_channels for m in pst)
-        assert all(len(m.m) == 2 for m in pst)
+        assert all(len(m.m) == repeats for m in pst)
     with torch.inference_mode():
         assert all(torch.isfinite(t).all() for t in tensors(net.eval()(torch.rand(1, 3, 64, 64))))
 
