@@ -133,17 +133,23 @@ def gathered(t):
     return out
 
 
-# The options BaseTrainer._setup_train passes to DDP: compile off (default) and compile on.
-for topk, kwargs in ((0, dict(find_unused_parameters=True)), (0, dict(find_unused_parameters=False, static_graph=True)),
-                     (2, dict(find_unused_parameters=True))):
+# The options BaseTrainer._setup_train passes to DDP: compile off (default) and compile on. Any-K training with seed 0
+# draws K = 0, 0, 8, 8 (with 0 in the set) and 4, 4, 8, 8: a K > 0 step after K = 0 steps is where a gate unused at
+# K = 0 broke the static graph of the compile=True construction.
+DEFAULT, COMPILE = dict(find_unused_parameters=True), dict(find_unused_parameters=False, static_graph=True)
+CASES = [(0, DEFAULT, ()), (0, COMPILE, ()), (2, DEFAULT, ())]
+CASES += [(0, kwargs, ks) for kwargs in (DEFAULT, COMPILE) for ks in ((0, 8), (4, 8))]
+for topk, kwargs, ks in CASES:
     torch.manual_seed(0)
     model = DetectionModel("yolo11n-pst.yaml", nc=6, verbose=False)
     model.args = DEFAULT_CFG
     pst_yolo.set_topk(model, topk, verbose=False)
+    if ks:
+        pst_yolo.topk.set_topk_train(model, ks, seed=0, verbose=False)
     ddp = torch.nn.parallel.DistributedDataParallel(model, forward_sync_buffers=False, **kwargs)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     g = torch.Generator().manual_seed(rank + 1)  # each rank its own images
-    for it in range(2):  # a second iteration fails if DDP mishandles parameters unused in the first
+    for it in range(4 if ks else 2):  # a second iteration fails if DDP mishandles parameters unused in the first
         batch = {"img": torch.rand(2, 3, 64, 64, generator=g), "cls": torch.tensor([[1.0], [3.0]]),
                  "bboxes": torch.tensor([[0.5, 0.5, 0.3, 0.3], [0.3, 0.6, 0.2, 0.4]]),
                  "batch_idx": torch.tensor([0.0, 1.0])}
@@ -157,7 +163,7 @@ for topk, kwargs in ((0, dict(find_unused_parameters=True)), (0, dict(find_unuse
     params = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert all(torch.equal(params, x) for x in gathered(params)), "parameters diverged"
     # One write per line: two ranks share stdout and print() may split text and newline into two writes.
-    sys.stdout.write(f"DDP OK rank={rank} topk={topk} {sorted(kwargs)}\\n")
+    sys.stdout.write(f"DDP OK rank={rank} topk={topk} ks={','.join(map(str, ks)) or '-'} {sorted(kwargs)}\\n")
     sys.stdout.flush()
 torch_dist.destroy_process_group()
 """
@@ -172,7 +178,9 @@ def test_pst_detector_under_ddp_on_cpu(tmp_path, cli_env):
            "--master_port", str(dist.find_free_network_port()), str(script)]
     out = run(cmd, tmp_path, {**cli_env, "OMP_NUM_THREADS": "1"})
     # Not anchored to line starts: the two ranks' lines may still interleave with other processes' output.
-    done = sorted(re.findall(r"DDP OK rank=([01]) topk=(\d) (\[[^\]]*\])", out))
-    expected = sorted((str(r), k, o) for r in (0, 1) for k, o in (("0", "['find_unused_parameters']"),
-                      ("0", "['find_unused_parameters', 'static_graph']"), ("2", "['find_unused_parameters']")))
+    done = sorted(re.findall(r"DDP OK rank=([01]) topk=(\d) ks=([\d,-]+) (\[[^\]]*\])", out))
+    default, compiled = "['find_unused_parameters']", "['find_unused_parameters', 'static_graph']"
+    cases = [("0", "-", default), ("0", "-", compiled), ("2", "-", default)]
+    cases += [("0", ks, o) for o in (default, compiled) for ks in ("0,8", "4,8")]  # any-K, with and without K = 0
+    expected = sorted((str(r), *c) for r in (0, 1) for c in cases)
     assert done == expected, out[-3000:]

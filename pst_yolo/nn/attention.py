@@ -51,6 +51,11 @@ _FAR = 4096.0  # above any coarse row/column index; integers up to 2 * _FAR are 
 _MASKED = -1e4  # additive logit of a masked fine candidate in the portable path (exp() underflows to 0, fp16-safe)
 
 
+def _distributed() -> bool:
+    """Whether this process is part of an initialised torch.distributed process group (DDP training)."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 class PSTArgumentError(ValueError):
     """An invalid value of one of pst_yolo's own arguments (``pst_topk``); its message is the whole story.
 
@@ -188,6 +193,11 @@ class PSTAttention(nn.Module):
                 g = self.gate(torch.cat((out, out_fine), 3).transpose(2, 3).reshape(B, 2 * C, H, W)).sigmoid()
                 g = g.view(B, nh, hd, H * W).transpose(2, 3)  # (B, nh, N, hd)
             out = out + g * (out_fine - out)  # g * O_f + (1 - g) * O_c
+        elif self.training and self.topk_train and _distributed():
+            # Any-K training under DDP: a K = 0 step touches the gate with a zero gradient, so every step uses the same
+            # parameters, as DDP's static graph (Ultralytics' compile=True construction) requires; the default
+            # construction gives unused parameters zero gradients anyway, so the function and the update are the same.
+            out = out + 0.0 * (self.gate.weight.sum() + self.gate.bias.sum())
 
         out = out.transpose(2, 3).reshape(B, C, H, W)  # (B, C, H, W)
         v_map = v.transpose(2, 3).reshape(B, C, Hc, Wc)  # (B, C, Hc, Wc)
