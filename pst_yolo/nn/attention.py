@@ -241,11 +241,15 @@ class PSTAttention(nn.Module):
             topk = M  # eager: clamp, so cost and memory do not grow with an oversized k (traced graphs pad instead)
 
         # Selection: s_j = mean_i(q_i · k_j) / √d = (mean_i q_i) · k_j / √d; one score per image, head, coarse token.
-        if self.fused_attn:
-            scores = (q.mean(2, keepdim=True) @ k.transpose(2, 3)).squeeze(2)  # (B, nh, M)
-        else:
-            scores = (q @ k.transpose(2, 3)).mean(2)  # (B, nh, M) via the explicit N×M matrix
-        scores = scores * self.scale
+        # Accumulated in fp32 from the q/k the layer computed, also under autocast or in a half model, so precision
+        # changes the selection only where fp32's own scores are closer than the inputs' rounding.
+        with torch.autocast(x.device.type, enabled=False):
+            qf, kf = q.float(), k.float()
+            if self.fused_attn:
+                scores = (qf.mean(2, keepdim=True) @ kf.transpose(2, 3)).squeeze(2)  # (B, nh, M)
+            else:
+                scores = (qf @ kf.transpose(2, 3)).mean(2)  # (B, nh, M) via the explicit N×M matrix
+            scores = scores * self.scale
         # Constant-k top-k (exportable): pad to >= topk tokens; padded picks are masked out below.
         scores = torch.cat((scores, scores.new_full((B, nh, topk), float("-inf"))), 2)  # (B, nh, M + topk)
         idx = scores.topk(topk, dim=2, sorted=True).indices  # (B, nh, topk); TensorRT 10 needs sorted TopK
