@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from ultralytics.nn.modules import Conv
 from ultralytics.utils import LOGGER
 
-__all__ = ("HEAD_DIM", "PSTArgumentError", "PSTAttention", "check_topk")
+__all__ = ("HEAD_DIM", "PSTArgumentError", "PSTAttention", "check_topk", "upsample2x")
 
 HEAD_DIM = 32  # channels per attention head (DESIGN.md §2)
 # Portable arg-max: 1 + clamp(d * _SHARP**3, -1, 0) is exactly 1 for the maximum (d = 0) and 0 for any score below it
@@ -49,6 +49,27 @@ HEAD_DIM = 32  # channels per attention head (DESIGN.md §2)
 _SHARP = 1e4
 _FAR = 4096.0  # above any coarse row/column index; integers up to 2 * _FAR are exact in fp16
 _MASKED = -1e4  # additive logit of a masked fine candidate in the portable path (exp() underflows to 0, fp16-safe)
+
+
+def upsample2x(x: torch.Tensor) -> torch.Tensor:
+    """Bilinear 2x upsampling (``align_corners=False``) of (B, C, h, w) from slices and sums only.
+
+    The same function as ``F.interpolate(x, scale_factor=2, mode="bilinear")``: output row ``2i`` is
+    ``0.75 x[i] + 0.25 x[i-1]`` and row ``2i+1`` is ``0.75 x[i] + 0.25 x[i+1]`` (edges repeated), then the same along
+    columns. Its backward has no scatter, so it is deterministic on CUDA, where interpolate's backward is not (PyTorch
+    lists it among the operations ``use_deterministic_algorithms`` cannot make deterministic).
+
+    Examples:
+        >>> x = torch.randn(1, 2, 3, 5)
+        >>> torch.allclose(upsample2x(x), F.interpolate(x, scale_factor=2, mode="bilinear"), atol=1e-6)
+        True
+    """
+    for dim in (2, 3):
+        n = x.shape[dim]
+        prev = torch.cat((x.narrow(dim, 0, 1), x.narrow(dim, 0, n - 1)), dim)  # x[i-1], edge repeated
+        nxt = torch.cat((x.narrow(dim, 1, n - 1), x.narrow(dim, n - 1, 1)), dim)  # x[i+1], edge repeated
+        x = torch.stack((0.75 * x + 0.25 * prev, 0.75 * x + 0.25 * nxt), dim + 1).flatten(dim, dim + 1)
+    return x
 
 
 def _distributed() -> bool:
@@ -201,7 +222,11 @@ class PSTAttention(nn.Module):
 
         out = out.transpose(2, 3).reshape(B, C, H, W)  # (B, C, H, W)
         v_map = v.transpose(2, 3).reshape(B, C, Hc, Wc)  # (B, C, Hc, Wc)
-        pe = F.interpolate(self.pe(v_map), size=(H, W), mode="bilinear", align_corners=False)
+        pe = self.pe(v_map)
+        if self.training and (H, W) == (2 * Hc, 2 * Wc):
+            pe = upsample2x(pe)  # the same function; its backward is deterministic on CUDA (interpolate's is not)
+        else:
+            pe = F.interpolate(pe, size=(H, W), mode="bilinear", align_corners=False)
         return self.proj(out + pe)
 
     def _draw_topk(self) -> int:
