@@ -16,6 +16,7 @@ from .nn import PSTAttention
 from .nn.attention import PSTArgumentError, check_topk
 
 __all__ = (
+    "advance_topk_train",
     "attention_layers",
     "check_topk",
     "clamp_topk",
@@ -147,6 +148,30 @@ def check_topk_train(ks) -> tuple[int, ...]:
         raise PSTArgumentError(f"pst_topk_train must be {TOPK_TRAIN_HELP}, got {ks!r}") from None
 
 
+def advance_topk_train(model) -> int | None:
+    """Any-K training: draw the next step's K and give it to every PST layer before the forward runs.
+
+    The trainer calls this at the start of each batch (``on_train_batch_start``), so the K is a plain attribute when
+    the forward runs: no Python randomness inside the model, which ``torch.compile`` would otherwise split around.
+
+    Returns:
+        The K of the step, or None if the model has no PST layer in any-K training.
+
+    Examples:
+        >>> from pst_yolo import PST
+        >>> m = PST(64, 64, 64, n=2)
+        >>> _ = set_topk_train(m, "0,8", verbose=False)
+        >>> [advance_topk_train(m) for _ in range(4)]
+        [0, 0, 8, 8]
+    """
+    layers = [a for a in attention_layers(model) if a.topk_train]
+    k = None
+    for attn in layers:
+        attn.topk_step = attn.draw_topk()  # the same (seed, step) in every layer: the same K
+        k = attn.topk_step
+    return k
+
+
 def set_topk_train(model, ks, seed: int = 0, verbose: bool = True) -> int:
     """Any-K training: make every PST layer of ``model`` run a K drawn from ``ks`` in each training-mode forward.
 
@@ -172,7 +197,7 @@ def set_topk_train(model, ks, seed: int = 0, verbose: bool = True) -> int:
     ks = () if ks is None or (isinstance(ks, (list, tuple)) and not ks) else check_topk_train(ks)
     layers = attention_layers(model)
     for attn in layers:
-        attn.topk_train, attn.topk_train_seed, attn.topk_train_step = ks, int(seed), 0
+        attn.topk_train, attn.topk_train_seed, attn.topk_train_step, attn.topk_step = ks, int(seed), 0, None
     if verbose and ks:
         if layers:
             LOGGER.info(f"PST: pst_topk_train={','.join(map(str, ks))} (any-K training: one K drawn per step, "

@@ -44,6 +44,7 @@ import torch.nn as nn
 from ultralytics.utils import DEFAULT_CFG_KEYS, LOGGER
 
 from ..topk import (
+    advance_topk_train,
     attention_layers,
     check_topk,
     check_topk_train,
@@ -185,12 +186,18 @@ def _wrap_model_train(train):
     return train_with_pst_topk
 
 
+def _advance(trainer) -> None:
+    """on_train_batch_start of an any-K run: draw the step's K before the forward (``advance_topk_train``)."""
+    advance_topk_train(trainer.model)
+
+
 def _wrap_trainer_setup_model(setup_model):
     def setup_model_with_pst_topk(self, *args, **kwargs):
         """Build or load the model as usual, then apply ``pst_topk`` and ``pst_topk_train`` (before the EMA copy)."""
         ckpt = setup_model(self, *args, **kwargs)
         run_topk(self.args, self.model)
-        run_topk_train(self.args, self.model)
+        if run_topk_train(self.args, self.model) and _advance not in self.callbacks["on_train_batch_start"]:
+            self.add_callback("on_train_batch_start", _advance)  # each step's K drawn outside the (compiled) forward
         return ckpt
 
     return setup_model_with_pst_topk

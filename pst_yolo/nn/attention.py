@@ -136,7 +136,10 @@ class PSTAttention(nn.Module):
     Any-K training (``pst_yolo.topk.set_topk_train``, the ``pst_topk_train`` argument): while ``self.training`` and
     ``topk_train`` is set, each forward runs a K drawn from ``topk_train`` instead of ``topk``. The draw depends only on
     ``(topk_train_seed, topk_train_step)``, so every layer of a model draws the same K in a training step and a run is
-    reproducible under its seed. Eval mode (validation, predict, export) always runs ``topk``.
+    reproducible under its seed. Eval mode (validation, predict, export) always runs ``topk``. The trainer draws each
+    step's K before the forward (``pst_yolo.topk.advance_topk_train`` sets ``topk_step``), so the forward holds no
+    Python randomness and ``torch.compile`` traces it without a graph break; a forward without that (a loop of one's
+    own) draws itself.
 
     Examples:
         >>> attn = PSTAttention(64, topk=4).eval()
@@ -149,7 +152,8 @@ class PSTAttention(nn.Module):
     # Any-K training state; class defaults, so checkpoints saved before it existed load unchanged.
     topk_train: tuple[int, ...] = ()  # Ks drawn from in training mode; () = train with topk
     topk_train_seed: int = 0
-    topk_train_step: int = 0  # training forwards so far
+    topk_train_step: int = 0  # training steps drawn so far
+    topk_step: int | None = None  # this step's K, drawn outside the forward (the trainer's batch callback); not saved
 
     def __init__(self, dim: int, num_heads: int | None = None, topk: int = 0):
         super().__init__()
@@ -174,6 +178,7 @@ class PSTAttention(nn.Module):
         """Pickle without the run-time clamp-warning flag: a loaded checkpoint warns again (once) when it clamps."""
         state = super().__getstate__()
         state.pop("_warned_clamp", None)
+        state.pop("topk_step", None)  # a run's last drawn K: a reloaded model draws again
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -203,7 +208,7 @@ class PSTAttention(nn.Module):
         k, v = kv.split(hd, dim=3)  # (B, nh, M, hd) each
         out = self._attend(q, k, v)  # (B, nh, N, hd)
 
-        topk = self._draw_topk() if self.training and self.topk_train else self.topk
+        topk = self._train_topk() if self.training and self.topk_train else self.topk
         if topk:
             out_fine = self._fine(x, q, k, (Hc, Wc), topk)  # (B, nh, N, hd)
             if self.fused_attn and not self.portable:  # the grouped 1x1 gate as per-head matmuls: no concat/transposes
@@ -229,8 +234,12 @@ class PSTAttention(nn.Module):
             pe = F.interpolate(pe, size=(H, W), mode="bilinear", align_corners=False)
         return self.proj(out + pe)
 
-    def _draw_topk(self) -> int:
-        """Any-K training: this step's K, a function of (seed, step) only (the same in every layer of the model)."""
+    def _train_topk(self) -> int:
+        """Any-K training: this step's K, drawn by the trainer before the forward, else drawn here."""
+        return self.topk_step if self.topk_step is not None else self.draw_topk()
+
+    def draw_topk(self) -> int:
+        """Any-K training: the next step's K, a function of (seed, step) only (the same in every layer of the model)."""
         step, self.topk_train_step = self.topk_train_step, self.topk_train_step + 1
         return random.Random(f"{self.topk_train_seed}:{step}").choice(self.topk_train)
 
@@ -257,7 +266,7 @@ class PSTAttention(nn.Module):
         nh, hd, topk = self.num_heads, self.head_dim, self.topk if topk is None else topk
         M = Hc * Wc
         if not torch.jit.is_tracing() and topk > M:  # tracing: no tensor-to-bool
-            if not self._warned_clamp:
+            if not self._warned_clamp and not torch.compiler.is_compiling():  # logging would break a compiled graph
                 self._warned_clamp = True  # once per layer
                 LOGGER.warning(
                     f"PSTAttention: pst_topk={topk} exceeds the {M} coarse tokens of a {Hc}x{Wc} map; "
