@@ -68,3 +68,30 @@ def test_compile_true_anyk_training(cli_env, tmp_path):
     line = next(line for line in out.splitlines() if line.startswith("KS"))
     assert "compile complete" in out
     assert line == "KS [0, 0, 8] BREAKS 0 GRAPHS 2 FINITE True", line  # one graph per K, both K ran
+
+
+def test_no_forward_copies_host_data_after_the_first_call(monkeypatch):
+    """Every attention form: a second forward of the same shape builds no tensor from Python data (``torch.tensor``),
+    i.e. no host-to-device copy per call (CUDA-graph capture forbids one)."""
+    from pst_yolo.export.forms import set_portable
+
+    made = []
+    real = torch.tensor
+
+    def counting_tensor(*args, **kwargs):
+        made.append(args[0] if args else None)
+        return real(*args, **kwargs)
+
+    for portable in (False, True):
+        for fused in (True, False):
+            m = PST(64, 64, 64, n=1).eval()
+            set_topk(m, 8, verbose=False)
+            set_portable(m, portable)
+            m.m[0].attn.fused_attn = fused
+            x, u = torch.randn(1, 64, 15, 11), torch.randn(1, 64, 8, 6)  # odd map: the portable path's cell mask too
+            with torch.no_grad():
+                m([x, u])
+                monkeypatch.setattr(torch, "tensor", counting_tensor)
+                m([x, u])
+                monkeypatch.setattr(torch, "tensor", real)
+            assert not made, (portable, fused, len(made))

@@ -179,6 +179,7 @@ class PSTAttention(nn.Module):
         state = super().__getstate__()
         state.pop("_warned_clamp", None)
         state.pop("topk_step", None)  # a run's last drawn K: a reloaded model draws again
+        state.pop("_constants", None)  # the portable path's cached constants (remade on first use)
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -313,6 +314,18 @@ class PSTAttention(nn.Module):
         k_f, v_f = kv.split(hd, dim=3)  # (B, nh, 4k, hd) each
         return self._attend(q, k_f, v_f, mask)
 
+    def _constant(self, key: tuple, like: torch.Tensor, values) -> torch.Tensor:
+        """A constant tensor of the portable path, made from host data once per shape, dtype and device.
+
+        Later calls reuse it, so no forward copies host data to the device (a copy per call, and one that CUDA-graph
+        capture forbids); a traced export records it as a constant, as before.
+        """
+        cache = self.__dict__.setdefault("_constants", {})
+        key = (*key, like.dtype, like.device)
+        if key not in cache:
+            cache[key] = torch.tensor(values(), dtype=like.dtype, device=like.device)
+        return cache[key]
+
     def _fine_portable(self, x, q, k, coarse_hw):
         """The fine path of ``_fine`` from elementary ops only (static shapes); returns (B, nh, N, hd).
 
@@ -334,8 +347,8 @@ class PSTAttention(nn.Module):
                              f"side, got {Hc}x{Wc}; export at a smaller imgsz or with pst_topk=0")
         # Row and column of each coarse token (constants): exact ties are broken by the lowest (row, column), the
         # order ONNX's TopK uses, by two exact integer minimums (no cumsum: pnnx gives ncnn a wrong cumsum axis).
-        row = torch.tensor([float(j // Wc) for j in range(M)], dtype=q.dtype, device=q.device)  # (M,)
-        col = torch.tensor([float(j % Wc) for j in range(M)], dtype=q.dtype, device=q.device)  # (M,)
+        row = self._constant(("row", Hc, Wc), q, lambda: [float(j // Wc) for j in range(M)])  # (M,)
+        col = self._constant(("col", Hc, Wc), q, lambda: [float(j % Wc) for j in range(M)])  # (M,)
         rows = []
         for _ in range(topk):
             d = scores - scores.amax(2, keepdim=True)  # <= 0, exactly 0 at the maximum
@@ -352,8 +365,8 @@ class PSTAttention(nn.Module):
         # Fine tokens of each coarse token: pad to (2Hc, 2Wc), fold each 2x2 cell into channels c*4 + 2*dr + dc.
         pad_h, pad_w = 2 * Hc - H, 2 * Wc - W
         # Space-to-depth as a stride-2 depthwise conv with one-hot 2x2 kernels (x2paddle has no pixel_unshuffle).
-        fold = torch.tensor([[[[float(2 * dr + dc == cell) for dc in (0, 1)] for dr in (0, 1)]] for cell in range(4)]
-                            * C, dtype=x.dtype, device=x.device)  # (4C, 1, 2, 2), a constant in a traced graph
+        fold = self._constant(("fold", C), x, lambda: [[[[float(2 * dr + dc == cell) for dc in (0, 1)]
+                                                         for dr in (0, 1)]] for cell in range(4)] * C)  # (4C, 1, 2, 2)
         xs = F.conv2d(F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x, fold, stride=2, groups=C)  # (B,4C,Hc,Wc)
         # Gathered as (4C, M) @ (M, k), transposes after the product (Paddle's oneDNN reshape-transpose-matmul fusion
         # fails on a broadcast head dim); the 4k fine tokens come out cell-major, the order of the mask below.
@@ -365,9 +378,9 @@ class PSTAttention(nn.Module):
 
         mask = None
         if pad_h or pad_w:  # cells outside an odd-sized fine map: a constant per coarse token, gathered like x
-            cells = [[float(2 * r + dr < H and 2 * c + dc < W) for r in range(Hc) for c in range(Wc)]
-                     for dr in (0, 1) for dc in (0, 1)]  # (4, M): which of each token's 2x2 cells exist
-            cells = torch.tensor(cells, dtype=x.dtype, device=x.device)  # a constant in a traced graph
+            cells = self._constant(("cells", H, W), x, lambda: [
+                [float(2 * r + dr < H and 2 * c + dc < W) for r in range(Hc) for c in range(Wc)]
+                for dr in (0, 1) for dc in (0, 1)])  # (4, M): which of each token's 2x2 cells exist
             valid = (cells @ sel).reshape(B, nh, 1, 4 * topk)  # cell-major like the tokens; 1 = in the map, 0 = not
             mask = (1.0 - valid) * _MASKED
         attn = (q * self.scale) @ k_f  # (B, nh, N, 4k)
