@@ -4,7 +4,7 @@
 ``predict``) once, with forward hooks on the PST attention layers that keep each layer's inputs ``(x, u)`` for the
 current batch. The hooks are removed when the run ends, so a normal run computes and keeps nothing extra. From the
 captured inputs each layer's quantities are recomputed with the layer's own sub-modules (``conv_q``, ``conv_kv``,
-``gate``, ``pe``, ``proj``) and the equations of the module (DESIGN.md §2):
+``gate``, ``pe``, ``proj``) and the equations of the module (docs/method.md §1):
 
 - ``scores`` / ``selected``: the selection score ``s_j = mean_i(q_i · k_j) / √d`` of every coarse token and the top-k
   tokens that fine attention uses, per head; each coarse token ``(r, c)`` stands for its 2x2 fine patch;

@@ -43,3 +43,14 @@ def test_configs_resolve_from_wheel_install(wheel, tmp_path, cli_env):
     env = dict(cli_env, PYTHONPATH=str(target))
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+def test_supported_range_is_the_dependency_pin():
+    """The range the hooks name in their errors is the one pip installs (pyproject.toml's ultralytics requirement)."""
+    import tomllib
+
+    from pst_yolo.hooks import SUPPORTED
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert SUPPORTED in [d.replace(" ", "") for d in deps if d.startswith("ultralytics")]
+

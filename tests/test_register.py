@@ -30,7 +30,7 @@ def conv_params(c1, c2, k=1, g=1):
 
 
 def pst_params(c1, c_up, c2, n, mlp_ratio=2.0, e=0.5):
-    """PST parameter count from DESIGN.md §2, independent of the module code."""
+    """PST parameter count from docs/method.md §1, independent of the module code."""
     c, hidden = int(c2 * e), int(int(c2 * e) * mlp_ratio)
     block = (
         conv_params(c, c)  # q

@@ -4,7 +4,7 @@
   tokens, batch sizes 1 to 32, non-square ``rect`` validation and predict, images without objects.
 - Dtypes: fp16 and bf16 (CPU autocast) stay finite and close to fp32; masking never produces NaN.
 - Bad configuration: every error names the YAML row (or the PST layer) and the fix.
-- Property tests (hypothesis): fused path == plain path == a naive reference written from DESIGN.md §2.
+- Property tests (hypothesis): fused path == plain path == a naive reference written from docs/method.md §1.
 """
 
 import copy
@@ -46,7 +46,7 @@ def coarse_hw(h: int, w: int) -> tuple[int, int]:
 
 
 def reference_attention(attn: PSTAttention, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """The naive reference of tests/nn/reference.py (written from DESIGN.md §2), output only."""
+    """The naive reference of tests/nn/reference.py (written from docs/method.md §1), output only."""
     return pst_attention_ref(attn, x, u)[0]
 
 

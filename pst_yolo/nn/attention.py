@@ -1,6 +1,6 @@
 """Pyramid sparse attention: coarse cross-attention with optional fine (top-k) refinement.
 
-The op of the Pyramid Sparse Transformer (DESIGN.md §2). Queries come from a fine map ``x`` (B, C, H, W); keys and
+The op of the Pyramid Sparse Transformer (docs/method.md §1). Queries come from a fine map ``x`` (B, C, H, W); keys and
 values come from the next coarser map ``u`` (B, C, Hc, Wc) with ``Hc = ceil(H / 2)`` and ``Wc = ceil(W / 2)``.
 
 - Coarse path (always on): every fine query attends to all ``M = Hc * Wc`` coarse tokens.
@@ -43,7 +43,7 @@ from ultralytics.utils import LOGGER
 
 __all__ = ("HEAD_DIM", "PSTArgumentError", "PSTAttention", "check_topk", "upsample2x")
 
-HEAD_DIM = 32  # channels per attention head (DESIGN.md §2)
+HEAD_DIM = 32  # channels per attention head (docs/method.md §1)
 # Portable arg-max: 1 + clamp(d * _SHARP**3, -1, 0) is exactly 1 for the maximum (d = 0) and 0 for any score below it
 # by more than 1e-12 (in three steps, so no constant exceeds fp16's range when a runtime computes in half precision).
 _SHARP = 1e4

@@ -16,7 +16,7 @@ __all__ = ("PST",)
 
 
 class PST(nn.Module):
-    """Pyramid Sparse Transformer: fuse a fine map with the next coarser one (DESIGN.md §2).
+    """Pyramid Sparse Transformer: fuse a fine map with the next coarser one (docs/method.md §1).
 
     ``x = cv1(X)``, ``u = cvup(U)``; ``n`` blocks refine ``x`` in sequence (all with the same ``u``); ``cv2`` maps the
     concatenation ``[x, block_1, ..., block_n]`` to ``c2`` channels.

@@ -1,4 +1,4 @@
-"""Naive reference of the PST modules, written from the equations of DESIGN.md §2 (not from the module's code).
+"""Naive reference of the PST modules, written from the equations of docs/method.md §1 (not from the module's code).
 
 Slow on purpose: per image and per head, explicit N x M score matrices, an explicit softmax, an explicit top-k over the
 selection scores, an explicit 2x2 patch walk and explicit bilinear interpolation matrices. The weights are read out of
@@ -82,7 +82,7 @@ def _softmax_rows(s: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def pst_attention_ref(attn: nn.Module, x: torch.Tensor, u: torch.Tensor, topk: int | None = None):
-    """Naive PST attention (DESIGN.md §2) with the weights of an eval-mode ``PSTAttention``.
+    """Naive PST attention (docs/method.md §1) with the weights of an eval-mode ``PSTAttention``.
 
     Args:
         attn (PSTAttention): The module whose weights are used (must be in eval mode).
@@ -100,7 +100,7 @@ def pst_attention_ref(attn: nn.Module, x: torch.Tensor, u: torch.Tensor, topk: i
     topk = attn.topk if topk is None else topk
     B, C, H, W = x.shape
     Hc, Wc = u.shape[2:]
-    nh, d = attn.num_heads, attn.head_dim  # d = 32 unless a test builds other heads on purpose (DESIGN.md §2)
+    nh, d = attn.num_heads, attn.head_dim  # d = 32 unless a test builds other heads on purpose (docs/method.md §1)
     assert nh * d == C
     N, M = H * W, Hc * Wc
     k_eff = min(topk, M)

@@ -1,7 +1,7 @@
 """Tests of the PST modules (pst_yolo/nn): shapes, gradients, the naive reference, fused/plain paths, BN fusion.
 
-CPU only and fast. The reference (``reference.py``) is written from DESIGN.md §2; every comparison runs in eval mode
-with randomized BatchNorm statistics and gate weights so that no layer is the identity.
+CPU only and fast. The reference (``reference.py``) is written from docs/method.md §1; every comparison runs in eval
+mode with randomized BatchNorm statistics and gate weights so that no layer is the identity.
 """
 
 from __future__ import annotations
