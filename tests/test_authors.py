@@ -358,3 +358,52 @@ def test_cli_train_from_the_authors_checkpoint(cli_env, tmp_path):
                 f"project={tmp_path}", "name=cli"], tmp_path, cli_env)
     assert "PST authors' format" in text and "112 into PST rows 11, 14" in text
     assert (tmp_path / "cli" / "weights" / "last.pt").is_file()
+
+
+def save_in_authors_format(yolo, path: Path) -> None:
+    """Save ``yolo`` with its PST layers as the authors' fork pickles them (their class paths and tensor names)."""
+    import ultralytics.nn.modules.block as block
+
+    net = yolo.model
+    for i, layer in enumerate(net.model):
+        if isinstance(layer, PST):
+            shell = to_authors_layout(layer)
+            shell.i, shell.f, shell.type = layer.i, layer.f, "ultralytics.nn.modules.block.PST"
+            net.model[i] = shell
+    shells = [AuthorsPST, *(c for c in AUTHORS_CLASSES.values() if c is not AuthorsPST)]
+    saved = {c: (c.__module__, c.__qualname__) for c in shells}
+    try:
+        for path_name, cls in AUTHORS_CLASSES.items():
+            cls.__module__, _, cls.__qualname__ = path_name.rpartition(".")
+            setattr(block, cls.__qualname__, cls)
+        torch.save({"model": net, "train_args": {}, "version": "8.3.105"}, path)
+    finally:
+        for cls, (module, name) in saved.items():
+            cls.__module__, cls.__qualname__ = module, name
+        for path_name in AUTHORS_CLASSES:
+            if hasattr(block, path_name.rpartition(".")[2]):
+                delattr(block, path_name.rpartition(".")[2])
+
+
+def test_classification_layout_converts(tmp_path):
+    """The authors' classification layout (PST in the backbone, fusing P4 with P5) loads through the same path."""
+    from ultralytics import YOLO
+
+    ref = YOLO("yolo11n-cls-pst.yaml")
+    net = ref.model.eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        want = net(x)
+    want = want[0] if isinstance(want, tuple) else want
+    path = tmp_path / "authors_cls.pt"
+    save_in_authors_format(ref, path)
+    names = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    assert "ultralytics.nn.modules.block.PST" in names and "pst_yolo.nn.pst.PST" not in names
+    loaded = YOLO(str(path)).model.eval()
+    assert loaded.model[10].__class__ is PST and loaded.model[10].i == 10
+    with torch.no_grad():
+        got = loaded(x)
+    assert torch.allclose(got[0] if isinstance(got, tuple) else got, want, atol=1e-5)
