@@ -128,10 +128,12 @@ def _convert_pst(old: nn.Module, where: str) -> PST:
         raise AuthorsFormatError(f"{where}: not the authors' PST layout ({e})") from e
     if num_heads * head_dim != c_:
         raise AuthorsFormatError(f"{where}: {num_heads} heads x {head_dim} dims != hidden width {c_}")
-    e = c_ / c2
+    e, ratio = c_ / c2, hidden / c_
     if int(c2 * e) != c_:  # float rounding: the smallest e above c_/c2 gives c_ back
         e = math.nextafter(e, math.inf)
-    new = PST(c1, c_up, c2, len(blocks), hidden / c_, e, topk, num_heads=num_heads)
+    if int(c_ * ratio) != hidden:  # the same for the MLP width
+        ratio = math.nextafter(ratio, math.inf)
+    new = PST(c1, c_up, c2, len(blocks), ratio, e, topk, num_heads=num_heads)
 
     mapped = {_map_key(key): value for key, value in old.state_dict().items()}
     state = new.state_dict()
