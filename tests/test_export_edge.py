@@ -91,9 +91,11 @@ def test_edge_export_matches_pytorch(fmt, k, exported, shapes_model, images):
     assert box <= box_tol and cls <= ATOL, (
         f"{fmt} pst_topk={k}: max abs diff boxes {box:.2e} px (tolerance {box_tol:.2e}), classes {cls:.2e}"
     )
-    other = torch_outputs(shapes_model, x, pst_topk=8 - k)  # the path not exported (coarse-only for k=8, and back)
+    # the path not exported (coarse-only for k=8, and back) is far outside the tolerance: the match above is specific
+    # (this briefly trained model's classes move by ~0.06 with fine attention, its boxes by hundreds of tolerances)
+    other = torch_outputs(shapes_model, x, pst_topk=8 - k)
     assert np.abs(out[:, :4] - other[:, :4]).max() > 100 * box_tol
-    assert np.abs(out[:, 4:] - other[:, 4:]).max() > 100 * ATOL
+    assert np.abs(out[:, 4:] - other[:, 4:]).max() > 10 * ATOL
 
 
 @pytest.mark.slow
