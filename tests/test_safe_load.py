@@ -133,3 +133,13 @@ def test_damaged_checkpoint_error_names_the_file(ckpts, name, problem):
         YOLO(ckpts / name)
     message = str(e.value)
     assert str(ckpts / name) in message and "is not a loadable checkpoint" in message and problem in message
+
+
+@pytest.mark.parametrize("ckpt", [{"model": {"a": torch.zeros(1)}}, {"ema": {"a": torch.zeros(1)}, "model": None}])
+def test_state_dict_checkpoints_get_ultralytics_own_error(ckpt, tmp_path):
+    """A state dict where a model belongs is Ultralytics' to refuse (its TypeError), not a crash in the plugin."""
+    from ultralytics.nn.tasks import load_checkpoint
+
+    torch.save(ckpt, tmp_path / "bad.pt")
+    with pytest.raises(TypeError, match="supported Ultralytics checkpoint format"):
+        load_checkpoint(tmp_path / "bad.pt")

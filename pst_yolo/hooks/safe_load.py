@@ -30,6 +30,8 @@ import os
 import pickle
 from functools import wraps
 
+import torch.nn as nn
+
 from ..authors import AUTHORS_CLASSES, convert_authors_model, is_authors_model
 from ..nn import PST, PSTAttention
 from ._common import HOOK, INSTALLED, SUPPORTED, install
@@ -94,7 +96,7 @@ def _convert(ckpt, file) -> None:
     rows = None
     for key in ("model", "ema"):
         model = ckpt.get(key) if isinstance(ckpt, dict) else None
-        if model is not None and is_authors_model(model):
+        if isinstance(model, nn.Module) and is_authors_model(model):  # anything else is Ultralytics' to judge
             rows = convert_authors_model(model)
     if rows is not None:
         version = ckpt.get("version") or "unknown"
