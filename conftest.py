@@ -42,6 +42,19 @@ def cli_env() -> dict:
     return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
 
 
+@pytest.fixture
+def fresh_env(cli_env, tmp_path) -> dict:
+    """cli_env with Ultralytics' own settings in ``tmp_path``: datasets, runs and weights under it, nothing shared."""
+    env = dict(cli_env, YOLO_CONFIG_DIR=str(tmp_path / "config"))
+    subprocess.run(
+        [sys.executable, "-c", "import sys; from ultralytics.utils import SETTINGS; SETTINGS.update(datasets_dir="
+         "sys.argv[1] + '/datasets', runs_dir=sys.argv[1] + '/runs', weights_dir=sys.argv[1] + '/weights', sync=False)",
+         str(tmp_path)],
+        env=env, check=True, capture_output=True,
+    )
+    return env
+
+
 # Fixture: a small PST model actually trained on shapes (shared by tests/test_topk.py and tests/test_coco_eval.py)
 SHAPES_MODEL_ARGS = dict(  # ~30-45 s on 2 CPU cores (192 steps); coarse-only (pst_topk omitted)
     data="shapes", epochs=3, imgsz=96, batch=4, fraction=0.5, workers=0, mosaic=0.0, warmup_epochs=0,

@@ -42,12 +42,10 @@ def attention_layers(model) -> list[PSTAttention]:
 def coarse_tokens(model: nn.Module, imgsz: tuple[int, int], channels: int = 3) -> list[int]:
     """Coarse tokens (``Hc * Wc``) each PST attention layer of ``model`` sees on a ``(h, w)`` input, in module order.
 
-    One forward pass of a blank image in eval mode, on a copy of nothing (the model's mode is restored).
+    One forward pass of a blank image in eval mode (the model's mode is restored afterwards).
 
     Examples:
-        >>> from pst_yolo import PST
-        >>> net = nn.Sequential(nn.Identity())
-        >>> coarse_tokens(net, (64, 64))
+        >>> coarse_tokens(nn.Sequential(nn.Conv2d(3, 8, 1)), (64, 64))  # no PST layer: nothing to count
         []
     """
     import torch

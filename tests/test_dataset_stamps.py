@@ -20,16 +20,9 @@ VAL = ["pst-yolo", "val", "model=yolo11n-pst.yaml", "imgsz=32", "batch=128", "pl
 
 
 @pytest.fixture
-def env(cli_env, tmp_path) -> dict:
-    """cli_env with Ultralytics' settings in tmp_path (datasets in tmp_path/datasets)."""
-    env = dict(cli_env, YOLO_CONFIG_DIR=str(tmp_path / "config"))
-    subprocess.run(
-        [sys.executable, "-c", "import sys; from ultralytics.utils import SETTINGS; SETTINGS.update(datasets_dir="
-         "sys.argv[1] + '/datasets', runs_dir=sys.argv[1] + '/runs', weights_dir=sys.argv[1] + '/weights', sync=False)",
-         str(tmp_path)],
-        env=env, check=True, capture_output=True,
-    )
-    return env
+def env(fresh_env) -> dict:
+    """Ultralytics' settings of this test only (datasets in tmp_path/datasets): conftest's ``fresh_env``."""
+    return fresh_env
 
 
 def said(out: str, name: str) -> list[str]:

@@ -3,8 +3,6 @@
 Each message is checked as the exact text ``pst-yolo`` prints, in a fresh process (tests/_cli.py).
 """
 
-import subprocess
-import sys
 import warnings
 
 import pytest
@@ -91,15 +89,9 @@ def test_topk_error_is_a_value_error_for_api_users():
     assert isinstance(e.value, PSTArgumentError)
 
 
-def test_shapes_first_use_says_generated_not_downloaded(cli_env, tmp_path):
+def test_shapes_first_use_says_generated_not_downloaded(fresh_env, tmp_path):
     """A fresh datasets_dir: shapes is generated with its own two lines, and no 'not found' / 'download' lines."""
-    env = dict(cli_env, YOLO_CONFIG_DIR=str(tmp_path / "config"))
-    subprocess.run(
-        [sys.executable, "-c", "import sys; from ultralytics.utils import SETTINGS; SETTINGS.update(datasets_dir="
-         "sys.argv[1] + '/datasets', runs_dir=sys.argv[1] + '/runs', weights_dir=sys.argv[1] + '/weights', sync=False)",
-         str(tmp_path)],
-        env=env, check=True, capture_output=True,
-    )
+    env = fresh_env
     cmd = ["pst-yolo", "val", "model=yolo11n-pst.yaml", "data=shapes", "imgsz=32", "batch=128", "plots=False"]
     root = tmp_path / "datasets" / "shapes"
     said = [
