@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Benchmark YOLO11 vs YOLO11-PST (pst_topk 0 and 8) in one run: params, GFLOPs, latency, training step, PST module.
 
-A thin CLI over ``_bench_lib.py`` next to it (see its docstring for what is measured and how; the attention FLOP count
-comes from ``pst_yolo.benchmark``). Prints the markdown tables and writes ``benchmark.md``, ``benchmark.csv`` and
-``benchmark.png`` to ``--out``. Runs from any working directory.
+A thin CLI over ``pst_research/bench.py`` next to it (see its docstring for what is measured and how; the attention
+FLOP count comes from ``pst_yolo.benchmark``). Prints the markdown tables and writes ``benchmark.md``,
+``benchmark.csv`` and ``benchmark.png`` to ``--out``. Runs from any working directory.
 
 Examples:
     python scripts/benchmark.py                                  # n/s/m at 640, everything (many minutes on 2 cores)
@@ -18,11 +18,9 @@ import sys
 from pathlib import Path
 
 import torch
+from pst_research.bench import FINE_TOPK, BenchmarkSettings, profile_p3_module, run_benchmark
 
 import pst_yolo  # noqa: F401  (registers PST with Ultralytics)
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # _bench_lib.py beside this file, however it is run
-from _bench_lib import FINE_TOPK, BenchmarkSettings, profile_p3_module, run_benchmark  # noqa: E402
 
 
 def _scales(text: str) -> tuple[str, ...]:

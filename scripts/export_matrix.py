@@ -1,9 +1,9 @@
 """Export matrix: every Ultralytics format x {stock YOLO11n, PST pst_topk=0, PST pst_topk=8}, compared with PyTorch.
 
-Thin CLI over ``pst_yolo.export.matrix``. Trains yolo11n-pst and yolo11n on the offline ``shapes`` set first unless
+Thin CLI over ``pst_research.export_matrix``. Trains yolo11n-pst and yolo11n on the offline ``shapes`` set first unless
 ``--pst-model``/``--stock-model`` are given (or already trained in ``--out``), runs one process per cell (resumable:
-``--out/results.jsonl``), prints the markdown table and, with ``--readme``, writes it into the README's export section
-between the ``export-matrix`` markers.
+``--out/results.jsonl``), prints the markdown table and, with ``--docs``, writes it into docs/export.md between its
+``export-matrix`` markers.
 
     python scripts/export_matrix.py                                   # all formats, ~1 h on 2 CPU cores
     python scripts/export_matrix.py --formats onnx ncnn paddle --int8 openvino onnx
@@ -34,7 +34,7 @@ def train(cfg: str, out: Path) -> Path:
 
 
 def main() -> None:
-    from pst_yolo.export.matrix import export_matrix, format_table
+    from pst_research.export_matrix import export_matrix, format_table
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--formats", nargs="*", default=list(ALL))
@@ -44,7 +44,8 @@ def main() -> None:
     p.add_argument("--data", default="shapes"), p.add_argument("--timeout", type=int, default=900)
     p.add_argument("--out", default="runs/export_matrix")
     p.add_argument("--python", nargs="*", default=[], help="FORMAT=INTERPRETER for converters needing other packages")
-    p.add_argument("--readme", action="store_true", help="write the table into README.md's export section")
+    p.add_argument("--docs", nargs="?", const=str(ROOT / "docs" / "export.md"), default=None, metavar="MD",
+                   help="write the table between the export-matrix markers of this file (default docs/export.md)")
     a = p.parse_args()
     out = Path(a.out).resolve()
     pst = Path(a.pst_model) if a.pst_model else train("yolo11n-pst", out)
@@ -53,15 +54,15 @@ def main() -> None:
                          dict(x.split("=", 1) for x in a.python), a.timeout)
     table = format_table(rows, a.topk)
     print(table)
-    if a.readme:
-        readme = ROOT / "README.md"
-        text = readme.read_text()
+    if a.docs:
+        page = Path(a.docs)
+        text = page.read_text()
         start, end = "<!-- export-matrix:start -->", "<!-- export-matrix:end -->"
         if start not in text:
-            sys.exit(f"{readme} has no '{start}' marker: add the markers to its export section first")
+            sys.exit(f"{page} has no '{start}' marker: add the markers where the table belongs first")
         stamp = f"Measured {datetime.date.today()} with `python scripts/export_matrix.py` ({a.imgsz} px, shapes):\n\n"
         text = text[: text.index(start) + len(start)] + "\n" + stamp + table + "\n" + text[text.index(end):]
-        readme.write_text(text)
+        page.write_text(text)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ Resumable and safe in the background: every finished (recipe, seed, pst_topk) is
 redone; run the same command again after an interruption (an interrupted training resumes from its last.pt). Runners
 started side by side on the same --out share the work: each (recipe, seed) is locked while it trains, and a runner
 skips a cell another live runner holds. The report (markdown, plot against K, learning curves) is generated
-from the CSV; --report-only regenerates it without training. The library is pst_yolo/study.py.
+from the CSV; --report-only regenerates it without training. The library is scripts/pst_research/study.py.
 
 Examples:
     python scripts/study.py                                        # the full study (see docs/accuracy.md for cost)
@@ -13,7 +13,6 @@ Examples:
     nohup python scripts/study.py > study2.log 2>&1 &              # a second runner: takes the cells the first is not
                                                                    # on (one core each)
     python scripts/study.py --report-only                          # regenerate docs/accuracy.md from the CSV
-    python scripts/study.py --report-only --readme README.md       # ... and the README's two tables
     python scripts/study.py --seeds 0 --epochs 1 --imgsz 64 --fraction 0.03 --csv docs/accuracy_smoke.csv \\
         --report docs/accuracy_smoke.md --banner "Smoke run of the pipeline, not results"
     python scripts/study.py --recipes yolo11n pst-anyk --seeds 0 1 2 close_mosaic=5   # key=value: more train args
@@ -54,7 +53,7 @@ Optimizer: AdamW at lr0 0.001 (momentum 0.9, bias warmup from 0) at every budget
 `optimizer=auto` picks for these runs (up to 10000 iterations; the 100- and 200-epoch budgets have 3200 and 6400).
 Past that `optimizer=auto` would switch to MuSGD at lr0 0.01 (from 313 epochs of the 512 images at batch 16), so a
 longer budget would change the optimizer too, and MuSGD took 9 s per batch on this CPU against AdamW's 0.9 s; the
-runner therefore fixes auto's AdamW (`pst_yolo.study.study_optimizer`; the same weights as `optimizer=auto` where
+runner therefore fixes auto's AdamW (`pst_research.study.study_optimizer`; the same weights as `optimizer=auto` where
 auto picks AdamW, tested). An `optimizer=...` argument overrides it and becomes part of the budget.
 
 **Plateau criterion.** The study only means something if the baseline has converged: yolo11n's val mAP50-95
@@ -95,7 +94,7 @@ def _stop(signum, frame):
 
 
 def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
-    from pst_yolo.study import RECIPES, Budget
+    from pst_research.study import RECIPES, Budget
 
     d = Budget()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
@@ -114,9 +113,6 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
     p.add_argument("--report", default=str(ROOT / "docs" / "accuracy.md"), help="markdown report (plots beside it)")
     p.add_argument("--out", default=str(ROOT / "runs" / "study"), help="work directory: runs, weights, val outputs")
     p.add_argument("--report-only", action="store_true", help="only regenerate the report from the CSV")
-    p.add_argument("--readme", default=None, metavar="MD",
-                   help="also rewrite the headline and budget tables in this file (e.g. README.md) from the CSV; "
-                        "the sentences around them are left as they are")
     p.add_argument("--banner", default="", help="a note at the top of the report (e.g. 'smoke run')")
     from pst_yolo.utils import parse_key_values
 
@@ -128,7 +124,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
 def how_to_run(report: Path, budget_key: str | None = None) -> str:
     """The static 'how to run' section of the report (with a line saying so where the report's budget is not the
     default study's, e.g. another dataset)."""
-    from pst_yolo.study import RECIPES, Budget
+    from pst_research.study import RECIPES, Budget
 
     text = HOW_TO_RUN.format(recipes=", ".join(RECIPES), curves=f"`{report.stem}_curves.png`")
     if budget_key and budget_key != Budget().key():
@@ -141,7 +137,16 @@ def how_to_run(report: Path, budget_key: str | None = None) -> str:
 
 def main(argv=None) -> int:
     args, extra = parse_args(argv)
-    from pst_yolo.study import DEFAULT_EXTRA, Budget, environment, read_rows, report_budget, run_study, write_report
+    from pst_research.study import (
+        DEFAULT_EXTRA,
+        Budget,
+        environment,
+        read_rows,
+        report_budget,
+        run_study,
+        shareable_command,
+        write_report,
+    )
 
     csv_path, report = Path(args.csv), Path(args.report)
     log = csv_path.with_suffix(".log.jsonl")  # one line per invocation: command, commit, versions, wall time
@@ -156,8 +161,8 @@ def main(argv=None) -> int:
             added = run_study(args.recipes, args.seeds, budget, csv_path, args.out, tuple(args.topks or ()) or None)
         except KeyboardInterrupt as e:
             stopped, added = str(e) or "interrupted (Ctrl-C)", getattr(e, "rows_added", 0)
-        entry = {"command": f"python scripts/{command}", "budget": budget.key(), "rows_added": added,
-                 "wall_s": round(time.time() - t0, 1), "ended": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        entry = {"command": f"python scripts/{shareable_command(command, ROOT)}", "budget": budget.key(),
+                 "rows_added": added, "wall_s": round(time.time() - t0, 1), "ended": time.strftime("%Y-%m-%dT%H:%M:%S"),
                  **({"stopped": stopped} if stopped else {}), **environment()}
         with open(log, "a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
@@ -177,16 +182,6 @@ def main(argv=None) -> int:
     write_report(csv_path, report, out=args.out, banner=args.banner,
                  how_to_run=runs_md + "\n" + how_to_run(report, report_budget(rows) if rows else None))
     print(f"study: report {report}")
-    if args.readme and rows:
-        from pst_yolo.study import sync_tables
-
-        try:
-            changed = sync_tables(args.readme, rows)
-        except (OSError, ValueError) as e:
-            print(f"study: {e}", file=sys.stderr)
-            return 2
-        print(f"study: {args.readme}: " + (f"{' and '.join(changed)} table(s) rewritten; check the sentences that "
-                                           f"quote their numbers" if changed else "tables already current"))
     return 130 if not args.report_only and stopped else 0
 
 

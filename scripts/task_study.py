@@ -2,7 +2,7 @@
 """PST against its stock baseline on every task's offline set (one seed): train, validate, write docs/tasks.md.
 
 Resumable: every finished model is a CSV row at once and is never redone; run the same command again after an
-interruption. The library is pst_yolo/task_study.py; the multi-seed detection study is scripts/study.py.
+interruption. The library is scripts/pst_research/task_study.py; the multi-seed detection study is scripts/study.py.
 
 Examples:
     python scripts/task_study.py                                   # every pair at the default budget
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None) -> int:
-    from pst_yolo.task_study import PAIRS
+    from pst_research.task_study import PAIRS
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -43,8 +43,8 @@ def main(argv=None) -> int:
     args, rest = p.parse_known_args(argv)
     extra = parse_key_values(p, rest)
 
-    from pst_yolo.study import Budget
-    from pst_yolo.task_study import run_task_study, write_task_report
+    from pst_research.study import Budget
+    from pst_research.task_study import run_task_study, write_task_report
 
     budget = Budget("tasks", args.epochs, args.imgsz, args.batch, args.fraction, args.workers, extra)
     if not args.report_only:

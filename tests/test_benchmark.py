@@ -7,7 +7,6 @@ counts are exact integers and are.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import re
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
+from pst_research.bench import BenchmarkSettings
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.torch_utils import get_flops
 
@@ -25,15 +25,6 @@ from pst_yolo.benchmark import attention_flops, layer_attention_flops
 thop = pytest.importorskip("thop")
 thop_profile = sys.modules["thop.profile"]  # the module (``thop.profile`` the attribute is the function)
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _bench_lib():
-    """scripts/_bench_lib.py, the development benchmark's library (not part of the installed package)."""
-    if "_bench_lib" not in sys.modules:  # registered before it runs: its dataclasses look their module up
-        spec = importlib.util.spec_from_file_location("_bench_lib", ROOT / "scripts" / "_bench_lib.py")
-        sys.modules["_bench_lib"] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules["_bench_lib"]
 
 
 def _functional_macs(model: nn.Module, *inputs) -> float:
@@ -100,15 +91,7 @@ def test_model_gflops_include_pst_attention_and_extrapolate_exactly():
 )
 def test_settings_reject_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        _bench_lib().BenchmarkSettings(**kwargs)
-
-
-def test_bench_lib_examples():
-    """The docstring examples of scripts/_bench_lib.py (outside the doctest paths of the suite)."""
-    import doctest
-
-    result = doctest.testmod(_bench_lib(), verbose=False)
-    assert result.attempted == 3 and result.failed == 0, result  # time_interleaved, peak_memory
+        BenchmarkSettings(**kwargs)
 
 
 def test_attention_flops_needs_pst_layers():

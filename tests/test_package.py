@@ -1,4 +1,5 @@
-"""Packaging: the wheel carries the configs and the dataset index, and they resolve from a wheel install."""
+"""Packaging: the wheel carries the plugin, its configs and the dataset index, and they resolve from a wheel install;
+committed files hold no absolute path of a machine."""
 
 import subprocess
 import sys
@@ -25,6 +26,10 @@ def test_wheel_contents(wheel):
     for f in ("pst_yolo/cfg/models/yolo11-pst.yaml", "pst_yolo/cfg/models/yolo12-pst.yaml",
               "pst_yolo/cfg/datasets/shapes.yaml", "pst_yolo/datasets.yaml", "pst_yolo/nn/pst.py"):
         assert f in names, f
+    # the plugin only: the research tools (study runners, benchmark driver, export matrix) stay in scripts/
+    assert not [n for n in names if "pst_research" in n or n.rsplit("/", 1)[-1] in
+                ("study.py", "task_study.py", "matrix.py", "bench.py", "export_matrix.py")]
+    assert all(n.startswith(("pst_yolo/", "pst_yolo-")) for n in names), sorted(names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "pst-yolo = pst_yolo.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
@@ -54,3 +59,21 @@ def test_supported_range_is_the_dependency_pin():
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     assert SUPPORTED in [d.replace(" ", "") for d in deps if d.startswith("ultralytics")]
 
+
+def test_committed_files_hold_no_absolute_paths_of_a_machine():
+    """Reports, CSVs and logs are committed: paths in them are relative (to the repository or a named work folder)."""
+    import re
+
+    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout: the committed files cannot be listed")
+    pattern = re.compile(rb"(?<![\w.~<>-])/(?:work|tmp|home|root|Users|mnt|scratch|private)/\w")
+    found = []
+    for name in listed.stdout.decode().split("\0"):
+        path = REPO / name
+        if not name or not path.is_file() or path.suffix in (".png", ".jpg", ".pt", ".onnx"):
+            continue
+        for i, line in enumerate(path.read_bytes().splitlines(), 1):
+            if pattern.search(line):
+                found.append(f"{name}:{i}: {line.decode(errors='replace').strip()[:120]}")
+    assert not found, "absolute paths in committed files:\n" + "\n".join(found[:20])

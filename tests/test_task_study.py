@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 from _cli import run  # tests/_cli.py
-
-from pst_yolo.task_study import METRICS, PAIRS, read_task_rows, run_task_study
+from pst_research.task_study import METRICS, PAIRS, read_task_rows, run_task_study
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +56,7 @@ def test_script_trains_scores_resumes_and_reports(tmp_path, cli_env):
 
 
 def test_unknown_pair_lists_the_valid_ones(tmp_path):
-    from pst_yolo.study import Budget
+    from pst_research.study import Budget
 
     with pytest.raises(ValueError, match="valid: yolo11-seg, yolo11-pose"):
         run_task_study(["nope"], 0, Budget("tasks", 1, 32), tmp_path / "t.csv", tmp_path)

@@ -8,9 +8,10 @@ applied to the exported copy by an ``on_export_start`` callback (``pst_yolo.hook
 - :func:`tensorrt_problem` / :class:`ExportBackendError`: a one-sentence failure when ``format=engine`` cannot run;
 - :mod:`pst_yolo.export.forms`: the attention form each format traces (portable for NCNN, Paddle, Core ML) and the
   formats that cannot take PST, each with a one-sentence reason;
-- :mod:`pst_yolo.export.verify`: raw-output parity of ONNX Runtime / OpenVINO exports with PyTorch;
-- :mod:`pst_yolo.export.matrix` (CLI: ``scripts/export_matrix.py``): every Ultralytics format x pst_topk, exported,
-  run and compared with PyTorch.
+- :mod:`pst_yolo.export.verify`: raw-output parity of ONNX Runtime / OpenVINO exports with PyTorch.
+
+The export matrix (every Ultralytics format x pst_topk, exported, run and compared with PyTorch) is a research tool
+outside the package: ``scripts/export_matrix.py``.
 """
 
 from .backends import ENGINE_FORMATS, ExportBackendError, check_onnx_for_tensorrt, tensorrt_problem

@@ -7,8 +7,9 @@ be interrupted and started again with the same command (an interrupted training 
 report (:func:`write_report`: markdown tables with mean ± std over seeds, paired per-seed differences to the baseline,
 a plot against K and the baseline's learning curves with a plateau check) is generated from the CSV alone.
 
-The library lives in the package (not beside the script) because it is the reusable part: the same functions run the
-study on a user's own data (``data=coco`` on a GPU machine) and are unit-tested; the script only parses arguments.
+This is a research tool, not part of the installed package: it lives in ``scripts/pst_research`` beside its command
+line and imports ``pst_yolo`` like any user code. The same functions run the study on a user's own data
+(``data=coco`` on a GPU machine) and are unit-tested (``tests/test_study.py``); the script only parses arguments.
 
 The models are scored on their final weights (``last.pt``, EMA), not ``best.pt``: best.pt is chosen on the very val
 split that is scored, by each recipe at its own ``pst_topk``, which would favour recipes by selection rather than by
@@ -24,6 +25,7 @@ import math
 import os
 import platform
 import re
+import shlex
 import socket
 import subprocess
 import time
@@ -33,7 +35,7 @@ from pathlib import Path
 import torch.nn as nn
 from ultralytics.utils import LOGGER
 
-from .coco import AGNOSTIC_METRICS, COCO_METRICS
+from pst_yolo.coco import AGNOSTIC_METRICS, COCO_METRICS
 
 __all__ = (
     "RECIPES",
@@ -49,11 +51,10 @@ __all__ = (
     "plateau",
     "read_rows",
     "record_curves",
-    "replace_table",
     "run_study",
+    "shareable_command",
     "study_optimizer",
     "summarize",
-    "sync_tables",
     "write_report",
 )
 
@@ -73,7 +74,7 @@ class Recipe:
         baseline (str | None): Recipe it is compared with, paired per seed (None: it is a baseline).
         init (str): ``"default"`` (PyTorch's, this project's choice) or ``"authors"`` (:func:`init_authors`).
         about (str): One line for the report.
-        label (str): The recipe as the headline table (and the README) names it; default: ``name``.
+        label (str): The recipe as the headline table names it; default: ``name``.
     """
 
     name: str
@@ -172,7 +173,7 @@ def init_authors(model: nn.Module, std: float = AUTHORS_INIT_STD) -> int:
         >>> init_authors(PST(64, 64, 64, n=1))  # attention q, kv, pe, proj + two MLP convs
         6
     """
-    from .nn.block import PSTBlock
+    from pst_yolo.nn.block import PSTBlock
 
     n = 0
     for block in (m for m in model.modules() if isinstance(m, PSTBlock)):
@@ -405,7 +406,7 @@ def study_optimizer(data: str, task: str = "detect") -> dict:
     from ultralytics.data.utils import check_cls_dataset, check_det_dataset
 
     if task == "classify":  # an image folder; a name of datasets.yaml is generated and resolved as its trainer does
-        from .hooks.names import _image_folder
+        from pst_yolo.hooks.names import _image_folder
 
         nc = check_cls_dataset(_image_folder(data) or data)["nc"]
     else:
@@ -462,9 +463,48 @@ def _train(recipe: Recipe, seed: int, budget: Budget, out: Path) -> tuple[Path, 
     return train_or_resume(run, recipe.model, {**budget.train_args(), **recipe.train, "seed": seed}, trainer=trainer)
 
 
+def shareable_command(command: str, root: str | Path) -> str:
+    """``command`` with every absolute path written shareably: relative to ``root`` (the repository) where it lies
+    inside it, else as ``<dir>/`` and its last part (the invocation log is committed; it holds no path of a machine).
+
+    Examples:
+        >>> shareable_command("study.py --csv /src/repo/docs/a.csv --out /data/me/study_out --seeds 0", "/src/repo")
+        'study.py --csv docs/a.csv --out <dir>/study_out --seeds 0'
+    """
+    words = []
+    for word in shlex.split(command):
+        path = Path(word)
+        if path.is_absolute():
+            try:
+                word = shlex.quote(path.relative_to(root).as_posix())
+            except ValueError:
+                word = f"<dir>/{shlex.quote(path.name)}"
+        else:
+            word = shlex.quote(word)
+        words.append(word)
+    return " ".join(words)
+
+
+def _relative(path: str | Path, base: str | Path) -> str:
+    """``path`` relative to ``base`` where it lies inside it (rows name weights inside the work directory, so that a
+    committed CSV holds no absolute path of the machine that trained), else as it is.
+
+    Examples:
+        >>> _relative("/w/out/runs/a/seed0/weights/last.pt", "/w/out")
+        'runs/a/seed0/weights/last.pt'
+        >>> _relative("/elsewhere/last.pt", "/w/out")
+        '/elsewhere/last.pt'
+    """
+    path, base = Path(path), Path(base)
+    try:
+        return path.relative_to(base.resolve() if path.is_absolute() else base).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def _cell_rows(recipe, seed, budget, out, missing, env, facts, weights) -> list[dict]:
     """Validate ``weights`` at the ``missing`` pst_topk values and score them: one row each."""
-    from .coco import evaluate
+    from pst_yolo.coco import evaluate
 
     rows = []
     for k in missing:
@@ -476,7 +516,8 @@ def _cell_rows(recipe, seed, budget, out, missing, env, facts, weights) -> list[
         metrics = (*COCO_METRICS, *AGNOSTIC_METRICS, "ul_mAP50-95", "ul_mAP50", "ms_per_image")
         rows.append({**{m: r[m] for m in metrics}, **facts, **env,
                      "budget": budget.key(), "recipe": recipe.name, "seed": seed, "model": recipe.model,
-                     "pst_topk": "" if k is None else k, "eval_s": round(time.time() - t0, 1), "weights": str(weights),
+                     "pst_topk": "" if k is None else k, "eval_s": round(time.time() - t0, 1),
+                     "weights": _relative(weights, out),
                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return rows
 
@@ -862,9 +903,9 @@ def write_report(csv_path: str | Path, md_path: str | Path, out: str | Path | No
         lines.append(f"Rows of other budgets in the CSV, not in these tables (a longer run of the baseline is compared "
                      f"with its own seed at the end): {', '.join(f'`{b}`' for b in others)}.")
 
-    lines += ["", "## Headline (the README's table)", "", *headline_table(rows)]
+    lines += ["", "## Headline", "", *headline_table(rows)]
     if len(by_budget := budget_table(all_rows, budget)) > 3:  # another budget of the same study has a PST row
-        lines += ["", "## The same study at more epochs (the README's second table)", "",
+        lines += ["", "## The same study at more epochs", "",
                   "The stock baseline's AP, and each PST recipe's paired per-seed Δ to the baseline trained with the "
                   "same seed and epochs (mean ± std; wins/seeds: seeds where PST is higher). Ultralytics' learning "
                   "rate decays to the last epoch of each budget, so every column is a finished run.", "", *by_budget]
@@ -936,7 +977,7 @@ def report_budget(rows: list[dict]) -> str:
 
 
 def headline_table(rows: list[dict]) -> list[str]:
-    """The README's table: every cell's AP per seed, its mean, and the paired per-seed difference to its stock
+    """The headline table: every cell's AP per seed, its mean, and the paired per-seed difference to its stock
     baseline (rows of one budget).
 
     Examples:
@@ -972,7 +1013,7 @@ def headline_table(rows: list[dict]) -> list[str]:
 
 
 def budget_table(all_rows: list[dict], budget: str, ks: tuple[int, ...] = (0, 8)) -> list[str]:
-    """The README's table of the same study at every number of epochs in the CSV: the stock baseline's AP, then each
+    """The table of the same study at every number of epochs in the CSV: the stock baseline's AP, then each
     PST recipe's paired per-seed Δ to the baseline trained with the same seed and epochs (``ks`` of each recipe).
 
     Only budgets that differ from ``budget`` in their epochs alone are columns, and only cells trained at two or more
@@ -1021,62 +1062,6 @@ def budget_table(all_rows: list[dict], budget: str, ks: tuple[int, ...] = (0, 8)
         what = ": AP (seeds)" if name == base.name else ": paired Δ (wins/seeds)"
         lines.append(f"| {RECIPES[name].label}{what} | {'–' if k is None else k} | " + " | ".join(found) + " |")
     return lines
-
-
-# the README tables that ``sync_tables`` rewrites, by a pattern of their header line (the budget table's columns
-# grow with the budgets trained, so its header is matched by shape, not text)
-TABLE_HEADERS = {
-    "headline": r"\| model \(training\) \| pst_topk \| AP per seed ",
-    "budgets": r"\| model \(training\) \| pst_topk \| \d+ epochs \|",
-}
-
-
-def replace_table(text: str, table: list[str], header: str) -> str:
-    """``text`` with the one markdown table whose header line matches the regex ``header`` replaced by ``table``
-    (the table runs to the first line not starting with ``|``); ValueError if no table or several match.
-
-    Examples:
-        >>> text = "intro\\n| a | b |\\n|---|---|\\n| 1 | 2 |\\nafter"
-        >>> print(replace_table(text, ["| a | b |", "|---|---|"], "[|] a "))
-        intro
-        | a | b |
-        |---|---|
-        after
-    """
-    lines = text.split("\n")
-    starts = [i for i, line in enumerate(lines) if re.match(header, line)]
-    if len(starts) != 1:
-        raise ValueError(f"expected one table whose header matches {header!r}, found {len(starts)}")
-    end = starts[0]
-    while end < len(lines) and lines[end].startswith("|"):
-        end += 1
-    return "\n".join(lines[:starts[0]] + table + lines[end:])
-
-
-def sync_tables(md_path: str | Path, all_rows: list[dict], budget: str | None = None) -> list[str]:
-    """Rewrite the headline table and the budget table in ``md_path`` (the README) from the study's rows, in place;
-    returns the names of the tables that changed. The prose around them, which quotes numbers too, is not touched.
-    """
-    budget = budget or report_budget(all_rows)
-    path = Path(md_path)
-    text = new = path.read_text(encoding="utf-8")
-    tables = {"headline": headline_table([r for r in all_rows if r["budget"] == budget]),
-              "budgets": budget_table(all_rows, budget)}
-    changed = []
-    for name, table in tables.items():
-        if not table:
-            continue
-        before = new
-        try:
-            new = replace_table(new, table, TABLE_HEADERS[name])
-        except ValueError as e:
-            raise ValueError(f"{path}: cannot update its {name} table: {e}. Add the table (the report "
-                             f"docs/accuracy.md has it) or leave out the file.") from None
-        if new != before:
-            changed.append(name)
-    if new != text:
-        path.write_text(new, encoding="utf-8")
-    return changed
 
 
 def _with_epochs(budget: str, epochs: int | None = None) -> tuple[str, int] | None:

@@ -4,7 +4,7 @@ Each cell exports a copy of the model with ``YOLO.export`` (the plugin's hooks i
 then, where the format runs on this machine, validates the exported file with ``YOLO(file).val`` and predicts a few
 images, against PyTorch run the same way (square letterbox, batch 1). Cells run in their own process (a converter may
 abort the interpreter) with a time limit, and each result is appended to ``results.jsonl`` as it finishes, so an
-interrupted run resumes where it stopped. ``format_table`` turns the results into the README's markdown table.
+interrupted run resumes where it stopped. ``format_table`` turns the results into the markdown table of docs/export.md.
 CLI: ``scripts/export_matrix.py``.
 """
 
@@ -33,6 +33,13 @@ _NO_RUNTIME = {  # formats Ultralytics can export here but whose runtime needs o
     "ascend": "needs a Huawei Ascend NPU",
     "coreai": "Core AI runs only on Apple devices",
 }
+
+
+def _cell_env() -> dict:
+    """The environment of a cell's process: offline, and this research package importable (it is not installed)."""
+    here = str(Path(__file__).resolve().parents[1])  # scripts/, the folder holding pst_research
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+    return dict(os.environ, YOLO_OFFLINE="1", PYTHONPATH=path)
 
 
 def _first_line(text: str, limit: int = 160) -> str:
@@ -174,13 +181,13 @@ def export_matrix(pst_model: str | Path, stock_model: str | Path, formats, out: 
         model, k = models[name]
         tag = f"{fmt}{'_int8' if quantize else ''}_{name}"
         args = json.dumps([model, fmt, k, quantize, imgsz, data, str(out / tag)])
-        code = ("import json, sys; from pst_yolo.export.matrix import run_cell; "
+        code = ("import json, sys; from pst_research.export_matrix import run_cell; "
                 "print('PST_MATRIX_CELL ' + json.dumps(run_cell(*json.loads(sys.argv[1]))))")
         exe = (python or {}).get(fmt, sys.executable)
         t0 = time.time()
         try:
             proc = subprocess.run([exe, "-c", code, args], capture_output=True, text=True, timeout=timeout,
-                                  env=dict(os.environ, YOLO_OFFLINE="1"), cwd=out)
+                                  env=_cell_env(), cwd=out)
             text = proc.stdout + proc.stderr
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("PST_MATRIX_CELL ")), None)
             if line:

@@ -1,14 +1,15 @@
 """PST against its stock baseline on every task's offline set, one seed (``scripts/task_study.py``).
 
 Each :data:`PAIRS` entry is a stock config and its PST counterpart for one task, trained under one shared
-:class:`pst_yolo.study.Budget` on that task's offline set (``shapes`` for detection, ``shapes-seg``/``-pose``/``-obb``
-for segmentation, pose and oriented boxes, ``shapes-cls`` for classification). Each finished model is validated on its
-final weights (``last.pt``) with Ultralytics' own metrics for its task and written as one CSV row at once; a finished
-row is never redone, so the run can be interrupted and resumed with the same command. :func:`write_task_report`
-writes the markdown table (PST vs stock, the difference, params/GFLOPs and training time) from the CSV alone.
+:class:`pst_research.study.Budget` on that task's offline set (``shapes`` for detection,
+``shapes-seg``/``-pose``/``-obb`` for segmentation, pose and oriented boxes, ``shapes-cls`` for classification). Each
+finished model is validated on its final weights (``last.pt``) with Ultralytics' own metrics for its task and written
+as one CSV row at once; a finished row is never redone, so the run can be interrupted and resumed with the same
+command. :func:`write_task_report` writes the markdown table (PST vs stock, the difference, params/GFLOPs and training
+time) from the CSV alone.
 
 This is the short per-task comparison (one seed, a small budget); the multi-seed detection study with its plateau
-check is :mod:`pst_yolo.study`.
+check is :mod:`pst_research.study`.
 """
 
 from __future__ import annotations
