@@ -20,30 +20,19 @@ import pst_yolo
 from pst_yolo import PSTAttention, get_topk, set_topk
 from pst_yolo.hooks import _common
 
-HOOKED = {  # every name pst_yolo wraps -> the module of pst_yolo.hooks that wraps it
-    "ultralytics.nn.tasks.parse_model": "models",
-    "ultralytics.utils.checks.check_file": "names",
-    "ultralytics.data.utils.check_file": "names",
-    "ultralytics.engine.trainer.BaseTrainer.get_dataset": "names",
-    "ultralytics.engine.validator.BaseValidator.__call__": "names",
-    "ultralytics.cfg.check_dict_alignment": "topk",
-    "ultralytics.engine.model.Model.train": "topk",
-    "ultralytics.engine.trainer.BaseTrainer.setup_model": "topk",
-    "ultralytics.engine.validator.BaseValidator.get_model": "topk",
-    "ultralytics.engine.predictor.BasePredictor.setup_model": "topk",
-    "ultralytics.engine.predictor.BasePredictor.setup_source": "topk",
-    "ultralytics.engine.model.Model.benchmark": "topk",
-    "ultralytics.utils.torch_utils.get_flops": "topk",
-    "ultralytics.utils.dist.generate_ddp_file": "ddp",
-    "ultralytics.nn.tasks.torch_safe_load": "safe_load",
-    "ultralytics.nn.tasks._SafeLoad._build": "safe_load",
-    "ultralytics.engine.exporter.Exporter.__call__": "export",
-    "ultralytics.nn.tasks.BaseModel.load": "transfer",
-    "ultralytics.utils.export.engine.onnx2engine": "export",
-}
-HOOKED_PER_RUN = {  # every method pst_yolo wraps on single objects only (for one run) -> the module that wraps it
-    "ultralytics.models.yolo.detect.val.DetectionValidator.pred_to_json": "coco",
-}
+HOOKS = {h.name: h for h in pst_yolo.hooks.HOOKS}  # the package's table of its hook surface
+HOOKED = {name: h.module for name, h in HOOKS.items() if name in _common.INSTALLED}  # class- or module-level
+HOOKED_PER_RUN = {name: h.module for name, h in HOOKS.items() if name in _common.PER_RUN}  # on single objects
+
+
+def test_the_hook_table_is_what_is_installed():
+    """The package states its hook surface (pst_yolo.hooks.HOOKS); exactly those names are wrapped, each row says
+    why in one line, and the table renders."""
+    assert pst_yolo.hooks.installed() == set(HOOKS) and len(HOOKS) == len(pst_yolo.hooks.HOOKS)
+    assert set(HOOKED) | set(HOOKED_PER_RUN) == set(HOOKS) and not set(HOOKED) & set(HOOKED_PER_RUN)
+    for h in pst_yolo.hooks.HOOKS:
+        assert h.why and "\n" not in h.why and isinstance(h.essential, bool), h
+        assert f"`{h.name}`" in pst_yolo.hooks.hook_table()
 
 
 def hooked(name: str):
@@ -104,8 +93,22 @@ def test_stock_key_check_rejects_pst_topk_and_is_looked_up_at_call_time():
 
     with pytest.raises(SyntaxError, match="'pst_topk' is not a valid YOLO argument"):
         cfg.check_dict_alignment.__wrapped__(dict(DEFAULT_CFG_DICT), {"pst_topk": 8})
-    assert "check_dict_alignment(cfg, overrides)" in inspect.getsource(cfg.get_cfg)  # module-level name, call time
-    assert "check_dict_alignment(full_args_dict, overrides)" in inspect.getsource(cfg.entrypoint)
+    # get_cfg and the CLI entrypoint look the name up in the module at call time: a function put there is the one run
+    class Reached(Exception):
+        pass
+
+    def spy(base, custom, *args, **kwargs):
+        raise Reached(sorted(custom))
+
+    original = cfg.check_dict_alignment
+    try:
+        cfg.check_dict_alignment = spy
+        with pytest.raises(Reached, match="imgsz"):
+            get_cfg(overrides={"imgsz": 64})
+        with pytest.raises(Reached, match="pst_topk"):
+            cfg.entrypoint("val model=yolo11n-pst.yaml pst_topk=8")
+    finally:
+        cfg.check_dict_alignment = original
     with pytest.raises(ValueError, match="pst_topk must be a non-negative integer"):
         get_cfg(overrides={"pst_topk": -1})
     with pytest.raises(SyntaxError):  # other dictionaries (settings, solutions) keep rejecting it
@@ -141,17 +144,45 @@ def test_stock_validator_and_exporter_run_copies():
     assert copy is not model and isinstance(copy, type(model))
     from ultralytics.engine.exporter import Exporter
 
-    assert "deepcopy(model" in inspect.getsource(Exporter.__call__.__wrapped__)
-    assert inspect.getsource(Exporter.__call__.__wrapped__).index("self.metadata = {") < inspect.getsource(
-        Exporter.__call__.__wrapped__
-    ).index('self.run_callbacks("on_export_start")')  # the metadata exists when the callback records the value
+    class Reached(Exception):
+        pass
+
+    seen = {}
+
+    def on_export_start(exporter):  # stops the export where the plugin's own callback records pst_topk
+        seen.update(model=exporter.model, metadata=dict(exporter.metadata))
+        raise Reached
+
+    exporter = Exporter(overrides={"format": "onnx", "imgsz": 64, "device": "cpu"})
+    exporter.add_callback("on_export_start", on_export_start)
+    with pytest.raises(Reached):
+        Exporter.__call__.__wrapped__(exporter, model)
+    assert seen["model"] is not model and isinstance(seen["model"], type(model))  # it exports a copy
+    assert "stride" in seen["metadata"] and "imgsz" in seen["metadata"]  # the metadata exists when the callback runs
 
 
-def test_stock_trainer_copies_the_ema_after_setup_model():
-    from ultralytics.engine.trainer import BaseTrainer
+def test_stock_trainer_copies_the_ema_after_setup_model(monkeypatch):
+    """setup_model (where the run's pst_topk is applied) runs before the EMA copy is made, which copies its value."""
+    import ultralytics.engine.trainer as trainer_module
+    from ultralytics.models.yolo.detect import DetectionTrainer
 
-    source = inspect.getsource(BaseTrainer._setup_train)
-    assert source.index("self.setup_model()") < source.index("ModelEMA(self.model)")
+    class Reached(Exception):
+        pass
+
+    order = []
+    setup = DetectionTrainer.setup_model
+    monkeypatch.setattr(DetectionTrainer, "setup_model", lambda self: (order.append("setup_model"), setup(self))[1])
+
+    def ema(model, *args, **kwargs):
+        order.append(("ema", get_topk(model)))
+        raise Reached
+
+    monkeypatch.setattr(trainer_module, "ModelEMA", ema)
+    trainer = DetectionTrainer(overrides=dict(model="yolo11n-pst.yaml", data="shapes", imgsz=32, epochs=1,
+                                              workers=0, pst_topk=8, plots=False, val=False, verbose=False))
+    with pytest.raises(Reached):
+        trainer._setup_train()
+    assert order == ["setup_model", ("ema", 8)]
 
 
 def test_stock_flop_counter_runs_the_model_itself():
