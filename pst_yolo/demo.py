@@ -1,8 +1,9 @@
 """``pst-yolo demo``: train yolo11n-pst on the offline ``shapes`` dataset on the CPU, then compare coarse vs fine.
 
-Trains with any-K training (``pst_topk_train=0,4,8,16``, the recipe the README recommends: every ``pst_topk`` of the
-set works at inference, ``pst_topk=0`` as well as after coarse-only training), validates the best checkpoint with fine
-attention off (``pst_topk=0``) and on (``pst_topk=8``), and prints the mAPs and where the weights and plots are.
+Trains with any-K training (``pst_topk_train=0,4,8,16``, the recommended recipe of docs/fine_attention.md: every
+``pst_topk`` of the set works at inference, ``pst_topk=0`` as well as after coarse-only training), validates the best
+checkpoint with fine attention off (``pst_topk=0``) and on (``pst_topk=8``), and prints the mAPs and where the weights
+and plots are.
 ``pst_topk_train=0`` trains coarse-only, as the paper does.
 
 Runs are named as ``train`` names them: a second demo goes to ``pst_demo2`` (Ultralytics numbers the folder) and never

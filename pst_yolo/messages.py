@@ -74,8 +74,8 @@ def help_text() -> str:
         "compare pst_topk 0 and 8",
         "    pst-yolo explain model=best.pt source=IMG pst_topk=8  pictures of what each PST layer selects and "
         "attends to",
-        "    model=AUTHORS.pt  the paper's COCO weights (the authors' Model Zoo) load as they are: README, "
-        "'Start from the paper's COCO weights'",
+        "    model=AUTHORS.pt  the paper's COCO weights (the authors' Model Zoo) load as they are: "
+        "docs/authors_weights.md",
     ])
 
 

@@ -156,8 +156,8 @@ def test_help_adds_plugin_lines(cli_env, tmp_path):
         "and 8",
         "    pst-yolo explain model=best.pt source=IMG pst_topk=8  pictures of what each PST layer selects and attends "
         "to",
-        "    model=AUTHORS.pt  the paper's COCO weights (the authors' Model Zoo) load as they are: README, 'Start from "
-        "the paper's COCO weights'",
+        "    model=AUTHORS.pt  the paper's COCO weights (the authors' Model Zoo) load as they are: "
+        "docs/authors_weights.md",
     ]
     for alias in ("help", "--help"):
         assert lines(run(["pst-yolo", alias], tmp_path, cli_env))[-n:] == lines(out)[-n:]
