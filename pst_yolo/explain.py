@@ -3,17 +3,17 @@
 ``explain(model, source)`` runs Ultralytics' own predictor (same letterbox, same ``pst_topk`` handling, same boxes as
 ``predict``) once, with forward hooks on the PST attention layers that keep each layer's inputs ``(x, u)`` for the
 current batch. The hooks are removed when the run ends, so a normal run computes and keeps nothing extra. From the
-captured inputs each layer's quantities are recomputed with the layer's own sub-modules (``conv_q``, ``conv_kv``,
-``gate``, ``pe``, ``proj``) and the equations of the module (docs/method.md §1):
+captured inputs each layer runs its own forward once more, per image, keeping the intermediate tensors of its steps
+(``PSTAttention._forward``; the equations are in docs/method.md §1):
 
 - ``scores`` / ``selected``: the selection score ``s_j = mean_i(q_i · k_j) / √d`` of every coarse token and the top-k
   tokens that fine attention uses, per head; each coarse token ``(r, c)`` stands for its 2x2 fine patch;
 - ``attention``: the coarse softmax weights of a few chosen queries (one row each, never the N×M matrix);
 - ``gate``: the fusion gate ``g`` averaged over each head's channels per position (1 = fine only, 0 = coarse only).
 
-The recomputed layer output is compared with the output the layer produced (``max_error``), so the pictures show the
-function that ran. Geometry is Ultralytics': token boxes are mapped to image pixels with ``ops.scale_boxes`` and maps
-with ``ops.scale_masks``, which undo the predictor's letterbox.
+The recomputed layer output is compared with the output the layer produced in the batch (``max_error``), so the
+pictures show the function that ran. Geometry is Ultralytics': token boxes are mapped to image pixels with
+``ops.scale_boxes`` and maps with ``ops.scale_masks``, which undo the predictor's letterbox.
 
 ``pst-yolo explain model=best.pt source=img.jpg pst_topk=8`` saves one PNG per image or video frame into a
 predict-style run directory (``runs/detect/explain``, ``explain2``, ...).
@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from ultralytics.utils import LOGGER, ops
 
 from .nn import PST, PSTAttention
@@ -46,7 +45,10 @@ MAX_ERROR = 1e-3  # recomputed vs produced layer output (relative to its largest
 # ------------------------------------------------------------------------------------------------ per-layer tensors
 @torch.no_grad()
 def explain_layer(attn: PSTAttention, x: torch.Tensor, u: torch.Tensor, queries: torch.Tensor | None = None) -> dict:
-    """Recompute one ``PSTAttention`` call on one image with the layer's own sub-modules (eval mode).
+    """Recompute one ``PSTAttention`` call on one image with the layer's own forward, and what its steps computed.
+
+    The selection, the gate and the output are the ones the layer's forward computes (in its ``form``); the query
+    attention rows are its plain form's softmax weights for the chosen queries.
 
     Args:
         attn (PSTAttention): The layer, in eval mode (BatchNorm with running statistics, as in predict).
@@ -69,44 +71,23 @@ def explain_layer(attn: PSTAttention, x: torch.Tensor, u: torch.Tensor, queries:
     """
     if x.shape[0] != 1:
         raise ValueError(f"explain_layer takes one image, got a batch of {x.shape[0]}")
-    _, C, H, W = x.shape
+    H, W = x.shape[2:]
     Hc, Wc = u.shape[2:]
-    nh, hd = attn.num_heads, attn.head_dim
-    N, M = H * W, Hc * Wc
-    q = attn.conv_q(x).view(nh, hd, N).transpose(1, 2)  # (nh, N, hd)
-    k, v = attn.conv_kv(u).view(nh, 2 * hd, M).transpose(1, 2).split(hd, dim=2)  # (nh, M, hd) each
-    o_c = F.scaled_dot_product_attention(q, k, v)  # (nh, N, hd)
-    scores = (q.mean(1, keepdim=True) @ k.transpose(1, 2)).squeeze(1) * attn.scale  # (nh, M)
-    topk = min(attn.topk, M)
-    selected = scores.topk(topk, dim=1, sorted=True).indices  # (nh, k)
-
-    gate = None
-    out = o_c
-    if topk:
-        r, c = selected.div(Wc, rounding_mode="floor"), selected.remainder(Wc)  # (nh, k)
-        rows = 2 * r[..., None, None] + torch.arange(2, device=x.device)[:, None]  # (nh, k, 2, 1)
-        cols = 2 * c[..., None, None] + torch.arange(2, device=x.device)[None, :]  # (nh, k, 1, 2)
-        valid = ((rows < H) & (cols < W)).reshape(nh, 1, 4 * topk)  # 2x2 positions inside odd-sized maps
-        pos = (rows.clamp(max=H - 1) * W + cols.clamp(max=W - 1)).reshape(nh, 4 * topk)
-        kv_f = attn.conv_kv(x).view(nh, 2 * hd, N).transpose(1, 2)  # (nh, N, 2hd): the same conv_kv on the fine map
-        k_f, v_f = torch.gather(kv_f, 1, pos[..., None].expand(-1, -1, 2 * hd)).split(hd, dim=2)  # (nh, 4k, hd)
-        mask = torch.zeros(valid.shape, dtype=q.dtype, device=x.device).masked_fill(~valid, float("-inf"))
-        o_f = F.scaled_dot_product_attention(q, k_f, v_f, attn_mask=mask)  # (nh, N, hd)
-        g = attn.gate(torch.cat((o_c, o_f), 2).transpose(1, 2).reshape(1, 2 * C, H, W)).sigmoid()  # (1, C, H, W)
-        out = o_c + g.view(nh, hd, N).transpose(1, 2) * (o_f - o_c)  # g * O_f + (1 - g) * O_c
-        gate = g.view(nh, hd, H, W).mean(1)  # (nh, H, W)
-
-    out = out.transpose(1, 2).reshape(1, C, H, W)
-    pe = F.interpolate(attn.pe(v.transpose(1, 2).reshape(1, C, Hc, Wc)), size=(H, W), mode="bilinear")
-    output = attn.proj(out + pe)
+    nh = attn.num_heads
+    record = {}
+    output = attn._forward(x, u, record)  # the layer's own forward, keeping its intermediate tensors
+    q, k = record["q"], record["k"]  # (1, nh, N, hd), (1, nh, M, hd)
+    if "selected" not in record:  # fine attention off: the scores it would rank, selecting nothing
+        record["scores"], record["selected"] = attn._select(q, k, 0)
+    gate = record.get("gate")  # (1, nh, N, hd)
 
     queries = torch.zeros(0, dtype=torch.long, device=x.device) if queries is None else queries.to(x.device)
-    attention = ((q[:, queries] @ k.transpose(1, 2)) * attn.scale).float().softmax(-1)  # (nh, nq, M)
+    attention = attn._weights(q[:, :, queries], k).float()  # (1, nh, nq, M): the plain form's softmax rows
     return {
-        "scores": scores.view(nh, Hc, Wc),
-        "selected": selected,
+        "scores": record["scores"].view(nh, Hc, Wc),
+        "selected": record["selected"][0],
         "attention": attention.view(nh, len(queries), Hc, Wc),
-        "gate": gate,
+        "gate": None if gate is None else gate[0].mean(2).view(nh, H, W),
         "output": output,
     }
 

@@ -14,6 +14,7 @@ import torch._dynamo as dynamo
 from _cli import run  # tests/_cli.py
 
 from pst_yolo import PST, set_topk
+from pst_yolo.nn.attention import FORMS
 from pst_yolo.topk import advance_topk_train, set_topk_train
 
 
@@ -73,7 +74,7 @@ def test_compile_true_anyk_training(cli_env, tmp_path):
 def test_no_forward_copies_host_data_after_the_first_call(monkeypatch):
     """Every attention form: a second forward of the same shape builds no tensor from Python data (``torch.tensor``),
     i.e. no host-to-device copy per call (CUDA-graph capture forbids one)."""
-    from pst_yolo.export.forms import set_portable
+    from pst_yolo.export.forms import set_form
 
     made = []
     real = torch.tensor
@@ -82,16 +83,14 @@ def test_no_forward_copies_host_data_after_the_first_call(monkeypatch):
         made.append(args[0] if args else None)
         return real(*args, **kwargs)
 
-    for portable in (False, True):
-        for fused in (True, False):
-            m = PST(64, 64, 64, n=1).eval()
-            set_topk(m, 8, verbose=False)
-            set_portable(m, portable)
-            m.m[0].attn.fused_attn = fused
-            x, u = torch.randn(1, 64, 15, 11), torch.randn(1, 64, 8, 6)  # odd map: the portable path's cell mask too
-            with torch.no_grad():
-                m([x, u])
-                monkeypatch.setattr(torch, "tensor", counting_tensor)
-                m([x, u])
-                monkeypatch.setattr(torch, "tensor", real)
-            assert not made, (portable, fused, len(made))
+    for form in FORMS:
+        m = PST(64, 64, 64, n=1).eval()
+        set_topk(m, 8, verbose=False)
+        set_form(m, form)
+        x, u = torch.randn(1, 64, 15, 11), torch.randn(1, 64, 8, 6)  # odd map: the portable path's cell mask too
+        with torch.no_grad():
+            m([x, u])
+            monkeypatch.setattr(torch, "tensor", counting_tensor)
+            m([x, u])
+            monkeypatch.setattr(torch, "tensor", real)
+        assert not made, (form, len(made))

@@ -373,14 +373,14 @@ def test_engine_build_checks_the_onnx_ops_first(exports, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- attention module
-@pytest.mark.parametrize("fused", [True, False])
-def test_attention_exports_with_dynamic_shapes_both_paths(fused, tmp_path):
+@pytest.mark.parametrize("form", ["fused", "plain"])
+def test_attention_exports_with_dynamic_shapes_both_paths(form, tmp_path):
     """Fused and plain attention export with a constant-K TopK and stay exact at sizes where K > coarse tokens."""
     import onnxruntime as ort
 
     torch.manual_seed(0)
     attn = PSTAttention(64, topk=6).eval()
-    attn.fused_attn = fused
+    attn.form = form
     for p in attn.gate.parameters():
         torch.nn.init.normal_(p, std=0.5)  # a trained-looking gate, so fine attention matters
     f = tmp_path / "attn.onnx"
@@ -396,4 +396,4 @@ def test_attention_exports_with_dynamic_shapes_both_paths(fused, tmp_path):
         with torch.no_grad():
             ref = attn(x, u).numpy()
         out = session.run(None, {"x": x.numpy(), "u": u.numpy()})[0]
-        assert np.abs(out - ref).max() <= 1e-4, (fused, b, hh, ww)
+        assert np.abs(out - ref).max() <= 1e-4, (form, b, hh, ww)

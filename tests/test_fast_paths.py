@@ -15,6 +15,7 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
+from nn.reference import randomize_  # tests/nn: the tests' randomizer of modules
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from pst_yolo import PSTAttention
@@ -36,22 +37,6 @@ class _LargestOutputs(TorchDispatchMode):
         return out
 
 
-def _randomize(attn: nn.Module, seed: int = 0) -> nn.Module:
-    """Random BN statistics/affines and gate weights: fresh ones are identities/zeros that hide wiring errors."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in attn.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(0.3 * torch.randn(n, generator=gen))
-                m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
-                m.weight.copy_(0.5 + torch.rand(n, generator=gen))
-                m.bias.copy_(0.3 * torch.randn(n, generator=gen))
-        attn.gate.weight.copy_(0.3 * torch.randn(attn.gate.weight.shape, generator=gen))
-        attn.gate.bias.copy_(0.5 * torch.randn(attn.gate.bias.shape, generator=gen))
-    return attn
-
-
 @pytest.mark.parametrize("k", [0, 8])
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 def test_fused_path_materializes_no_score_matrix(train, k):
@@ -60,9 +45,9 @@ def test_fused_path_materializes_no_score_matrix(train, k):
     dim, (h, w) = 64, (48, 40)  # 2 heads; N = 1920, M = 480
     n_by_m = h * w * (h // 2) * (w // 2)  # 921,600 scores per head, vs <= 2 * dim * N = 245,760 for any feature map
     x, u = torch.randn(2, dim, h, w), torch.randn(2, dim, h // 2, w // 2)
-    for fused in (True, False):
+    for form in ("fused", "plain"):
         attn = PSTAttention(dim, topk=k).train(train)
-        attn.fused_attn = fused
+        attn.form = form
         xg = x.clone().requires_grad_(train)
         with _LargestOutputs() as rec:
             y = attn(xg, u)
@@ -70,7 +55,7 @@ def test_fused_path_materializes_no_score_matrix(train, k):
                 y.square().sum().backward()
         assert rec.ops, "the dispatch mode saw no ops"
         largest, op = max(rec.ops)
-        if fused:
+        if form == "fused":
             assert largest < n_by_m, f"fused path: {op} output {largest} elements, an N x M matrix has {n_by_m}"
         else:  # the detector works: the literal formulation does build the matrix
             assert largest >= n_by_m, f"plain path: largest op output {largest} < {n_by_m}; the check is blind"
@@ -95,17 +80,17 @@ def _run(attn: nn.Module, x: torch.Tensor, u: torch.Tensor):
 def test_eval_fast_and_plain_match_fp64_reference_with_gradients(dim, batch, size, k):
     """Eval mode (fine K/V projected at gathered positions only): outputs and all gradients match float64 to fp32."""
     torch.manual_seed(0)
-    attn = _randomize(PSTAttention(dim, topk=k)).eval()
+    attn = randomize_(PSTAttention(dim, topk=k)).eval()
     h, w = size
     x, u = torch.randn(batch, dim, h, w), torch.randn(batch, dim, h // 2, w // 2)
 
     ref = copy.deepcopy(attn).double()
-    ref.fused_attn = False
+    ref.form = "plain"
     y_ref, g_ref = _run(ref, x.double(), u.double())
-    for fused in (True, False):
-        attn.fused_attn = fused
+    for form in ("fused", "plain"):
+        attn.form = form
         y, g = _run(attn, x, u)
-        label = "fast" if fused else "plain"
+        label = "fast" if form == "fused" else "plain"
         torch.testing.assert_close(y.double(), y_ref, rtol=1e-4, atol=1e-5 * y_ref.abs().max().item(), msg=label)
         assert g.keys() == g_ref.keys(), f"{label}: gradients reach {sorted(g)} instead of {sorted(g_ref)}"
         for name, gr in g_ref.items():
@@ -118,10 +103,10 @@ def test_eval_fast_and_plain_match_fp64_reference_with_gradients(dim, batch, siz
         assert "gate.weight" in g_ref, "fine attention on, yet the gate got no gradient"
 
 
-@pytest.mark.parametrize("fused", [True, False], ids=["fast", "plain"])
+@pytest.mark.parametrize("form", ["fused", "plain"], ids=["fast", "plain"])
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("dim, k", [(32, 0), (32, 4), (64, 4)], ids=["1head-k0", "1head-k4", "2heads-k4"])
-def test_batch1_gradients_match_finite_differences(dim, k, train, fused):
+def test_batch1_gradients_match_finite_differences(dim, k, train, form):
     """At batch 1 (a last partial batch, a saliency map) input gradients equal central finite differences (float64).
 
     Guards the layout fix in ``PSTAttention.forward``: torch 2.15's CPU BatchNorm backward is wrong for a batch-1
@@ -129,8 +114,8 @@ def test_batch1_gradients_match_finite_differences(dim, k, train, fused):
     used to hand to ``conv_q``/``conv_kv`` in both paths, in training and in eval mode.
     """
     torch.manual_seed(0)
-    attn = _randomize(PSTAttention(dim, topk=k)).double().train(train)
-    attn.fused_attn = fused
+    attn = randomize_(PSTAttention(dim, topk=k)).double().train(train)
+    attn.form = form
     for m in attn.modules():  # training-mode BN must not move its running statistics between the evaluations of f
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = 0.0

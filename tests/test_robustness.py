@@ -4,7 +4,10 @@
   tokens, batch sizes 1 to 32, non-square ``rect`` validation and predict, images without objects.
 - Dtypes: fp16 and bf16 (CPU autocast) stay finite and close to fp32; masking never produces NaN.
 - Bad configuration: every error names the YAML row (or the PST layer) and the fix.
-- Property tests (hypothesis): fused path == plain path == a naive reference written from docs/method.md §1.
+- Property tests (hypothesis): each form of the attention (fused, plain, portable) == a naive reference written from
+  docs/method.md §1.
+
+Every test of the attention op runs each of its forms.
 """
 
 import copy
@@ -18,9 +21,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from nn.reference import pst_attention_ref, randomize_  # tests/nn: the naive reference
+from nn.reference import coarse_hw, inputs, pst_attention_ref, randomize_  # tests/nn: the naive reference
 
 from pst_yolo import PST, PSTAttention, PSTBlock, get_topk, set_topk
+from pst_yolo.export.forms import set_form
+from pst_yolo.nn.attention import FORMS
 from pst_yolo.utils import resource_path
 
 # fp16 / bf16 against fp32 for unit-scale inputs: max |error| <= TOL * max |fp32 output| (measured: ~1e-3 / ~1e-2)
@@ -28,21 +33,10 @@ TOL = {torch.float16: 1e-2, torch.bfloat16: 4e-2}
 
 
 # --------------------------------------------------------------------------------------------------------- helpers
-def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BatchNorm statistics and gate weights (the gate starts at zero), so every term matters."""
-    with torch.no_grad():
-        return randomize_(module, seed)
-
-
-def set_fused(module: nn.Module, fused: bool) -> nn.Module:
-    for m in module.modules():
-        if isinstance(m, PSTAttention):
-            m.fused_attn = fused
+def in_form(module: nn.Module, form: str) -> nn.Module:
+    """``module`` with every PSTAttention in ``form`` (``set_form``, returning the module for chaining)."""
+    set_form(module, form)
     return module
-
-
-def coarse_hw(h: int, w: int) -> tuple[int, int]:
-    return math.ceil(h / 2), math.ceil(w / 2)
 
 
 def reference_attention(attn: PSTAttention, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -51,25 +45,26 @@ def reference_attention(attn: PSTAttention, x: torch.Tensor, u: torch.Tensor) ->
 
 
 def check_attention(attn: PSTAttention, x: torch.Tensor, u: torch.Tensor) -> None:
-    """Eval: fused == plain == reference, all finite. Train: fused == plain from the same state."""
+    """Eval: every form == reference, all finite. Train: every form gives the same output from the same state."""
     attn.eval()
     with torch.no_grad():
         ref = reference_attention(attn, x, u)
-        for fused in (True, False):
-            attn.fused_attn = fused
+        for form in FORMS:
+            attn.form = form
             y = attn(x, u)
-            assert y.shape == x.shape and y.isfinite().all()
-            torch.testing.assert_close(y, ref, rtol=1e-7, atol=1e-9)
+            assert y.shape == x.shape and y.isfinite().all(), form
+            torch.testing.assert_close(y, ref, rtol=1e-7, atol=1e-9, msg=lambda m, form=form: f"{form}: {m}")
         if u[:, 0].numel() > 1:  # BatchNorm needs more than one value per channel in training
             attn.train()
             # a copy each: a training forward updates BN running statistics, which the fine path reads
-            train = [set_fused(copy.deepcopy(attn), fused)(x, u) for fused in (True, False)]
-            torch.testing.assert_close(train[0], train[1], rtol=1e-7, atol=1e-9)
-    attn.eval().fused_attn = True
+            fused, *others = (in_form(copy.deepcopy(attn), form)(x, u) for form in FORMS)
+            for form, y in zip(FORMS[1:], others):
+                torch.testing.assert_close(y, fused, rtol=1e-7, atol=1e-9, msg=lambda m, form=form: f"{form}: {m}")
+    attn.eval().form = "fused"
 
 
 # ---------------------------------------------------------------------------------------------------------- shapes
-ODD = [((33, 47), (17, 24)), ((9, 13), (5, 7)), ((1, 1), (1, 1)), ((2, 1), (1, 1)), ((7, 2), (4, 1)), ((6, 6), (3, 3))]
+ODD = [((17, 23), (9, 12)), ((9, 13), (5, 7)), ((1, 1), (1, 1)), ((2, 1), (1, 1)), ((7, 2), (4, 1)), ((6, 6), (3, 3))]
 
 
 @pytest.mark.parametrize("fine, coarse", ODD)
@@ -78,23 +73,22 @@ def test_odd_maps_match_reference(fine, coarse, k):
     assert coarse == coarse_hw(*fine)
     M = coarse[0] * coarse[1]
     k = {"M": M, "M+5": M + 5}.get(k, k)
-    attn = randomize(PSTAttention(16, num_heads=2, topk=k)).double()
-    torch.manual_seed(0)
-    b = 1 if fine[0] * fine[1] > 500 else 2  # the reference loops over images and heads: keep the big map cheap
-    x, u = torch.randn(b, 16, *fine, dtype=torch.double), torch.randn(b, 16, *coarse, dtype=torch.double)
-    check_attention(attn, x, u)
+    attn = randomize_(PSTAttention(16, num_heads=2, topk=k)).double()
+    attn._warned_clamp = True  # the k > M warning is tested elsewhere; keep the log quiet
+    b = 1 if fine[0] * fine[1] > 300 else 2  # the reference loops over images and heads: keep the big map cheap
+    check_attention(attn, *inputs(b, 16, *fine, dtype=torch.double))
 
 
-@pytest.mark.parametrize("fine", [(33, 47), (9, 13), (8, 5), (1, 1)])
-@pytest.mark.parametrize("fused", [True, False])
-def test_all_coarse_tokens_cover_each_fine_token_once(fine, fused):
+@pytest.mark.parametrize("fine", [(17, 23), (9, 13), (8, 5), (1, 1)])
+@pytest.mark.parametrize("form", FORMS)
+def test_all_coarse_tokens_cover_each_fine_token_once(fine, form):
     """With every coarse token selected, fine attention is full attention over the fine map: the clipped 2x2 patches
     at odd borders tile the map exactly (a position counted twice or left out changes the softmax)."""
     H, W = fine
     Hc, Wc = coarse_hw(H, W)
-    attn = set_fused(randomize(PSTAttention(16, num_heads=2, topk=Hc * Wc + 3)).double().eval(), fused)
-    torch.manual_seed(1)
-    x, u = torch.randn(2, 16, H, W, dtype=torch.double), torch.randn(2, 16, Hc, Wc, dtype=torch.double)
+    attn = in_form(randomize_(PSTAttention(16, num_heads=2, topk=Hc * Wc + 3)).double().eval(), form)
+    attn._warned_clamp = True  # the k > M warning is tested elsewhere
+    x, u = inputs(2, 16, H, W, seed=1, dtype=torch.double)
     with torch.no_grad():
         q = attn.conv_q(x).view(2, 2, 8, H * W).transpose(2, 3)  # (B, nh, N, d)
         k = attn.conv_kv(u).view(2, 2, 16, Hc * Wc).transpose(2, 3)[..., :8]  # (B, nh, M, d)
@@ -104,14 +98,13 @@ def test_all_coarse_tokens_cover_each_fine_token_once(fine, fused):
 
 
 @pytest.mark.parametrize("fine", [(33, 47), (34, 47), (33, 48), (5, 3)])
-@pytest.mark.parametrize("fused", [True, False])
-def test_border_coarse_token_maps_to_the_fine_cells_that_exist(fine, fused):
+@pytest.mark.parametrize("form", FORMS)
+def test_border_coarse_token_maps_to_the_fine_cells_that_exist(fine, form):
     """Selecting only the bottom-right coarse token: its 2x2 patch is cut by odd borders to the cells inside the map."""
     H, W = fine
     Hc, Wc = coarse_hw(H, W)
-    attn = set_fused(randomize(PSTAttention(8, num_heads=1, topk=1)).double().eval(), fused)
-    torch.manual_seed(2)
-    x = torch.randn(1, 8, H, W, dtype=torch.double)
+    attn = in_form(randomize_(PSTAttention(8, num_heads=1, topk=1)).double().eval(), form)
+    x = inputs(1, 8, H, W, seed=2, dtype=torch.double)[0]
     q = torch.ones(1, 1, H * W, 8, dtype=torch.double) * 0.01  # (B, nh, N, d): identical queries
     k = torch.zeros(1, 1, Hc * Wc, 8, dtype=torch.double)
     k[..., -1, :] = 1.0  # only the last (bottom-right) coarse token scores above 0
@@ -128,12 +121,11 @@ def test_border_coarse_token_maps_to_the_fine_cells_that_exist(fine, fused):
     assert len(rows) * len(cols) == (2 - H % 2) * (2 - W % 2)
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_batch_sizes_1_to_32_are_independent(fused):
+@pytest.mark.parametrize("form", FORMS)
+def test_batch_sizes_1_to_32_are_independent(form):
     """A batch of 32 gives each image the output it gets alone (no mixing across the batch in gather/top-k)."""
-    m = set_fused(randomize(PST(48, 40, 64, n=2, k=3)).eval(), fused)
-    torch.manual_seed(3)
-    X, U = torch.randn(32, 48, 9, 11), torch.randn(32, 40, 5, 6)
+    m = in_form(randomize_(PST(48, 40, 64, n=2, k=3)).eval(), form)
+    X, U = inputs(32, 48, 9, 11, seed=3, c_up=40)
     with torch.no_grad():
         batch = m([X, U])
         singles = torch.cat([m([X[i:i + 1], U[i:i + 1]]) for i in range(32)])
@@ -146,26 +138,24 @@ def test_batch_sizes_1_to_32_are_independent(fused):
     b=st.integers(1, 3), heads=st.integers(1, 3), head_dim=st.sampled_from([2, 4, 8]),
     h=st.integers(1, 11), w=st.integers(1, 11), k_extra=st.integers(0, 3), k_frac=st.floats(0, 1),
 )
-def test_property_fused_equals_plain_equals_reference(b, heads, head_dim, h, w, k_extra, k_frac):
+def test_property_every_form_equals_reference(b, heads, head_dim, h, w, k_extra, k_frac):
     hc, wc = coarse_hw(h, w)
     k = 0 if k_frac < 0.15 else max(1, round(k_frac * hc * wc)) + k_extra  # 0, 1..M, up to M + 3
-    attn = randomize(PSTAttention(heads * head_dim, num_heads=heads, topk=k), seed=b + h + w).double()
+    attn = randomize_(PSTAttention(heads * head_dim, num_heads=heads, topk=k), seed=b + h + w).double()
     attn._warned_clamp = True  # the k > M warning is tested elsewhere; keep the log quiet
-    g = torch.Generator().manual_seed(h * 100 + w)
-    x = torch.randn(b, heads * head_dim, h, w, generator=g, dtype=torch.double)
-    u = torch.randn(b, heads * head_dim, hc, wc, generator=g, dtype=torch.double)
-    check_attention(attn, x, u)
+    check_attention(attn, *inputs(b, heads * head_dim, h, w, seed=h * 100 + w, dtype=torch.double))
 
 
 @settings(max_examples=10, deadline=None, derandomize=True)
-@given(n=st.integers(1, 2), h=st.integers(2, 9), w=st.integers(2, 9), k=st.integers(0, 6), b=st.integers(1, 3))
-def test_property_pst_wrapper_finite_and_backward(n, h, w, k, b):
+@given(n=st.integers(1, 2), h=st.integers(2, 9), w=st.integers(2, 9), k=st.integers(0, 6), b=st.integers(1, 3),
+       form=st.sampled_from(FORMS))
+def test_property_pst_wrapper_finite_and_backward(n, h, w, k, b, form):
     """Train mode, fine path on or off: finite outputs and gradients for every parameter the path uses."""
     assume(b * math.prod(coarse_hw(h, w)) > 1)  # BatchNorm needs more than one value per channel in training
-    m = PST(40, 24, 64, n=n, k=k).train()
+    m = in_form(PST(40, 24, 64, n=n, k=k).train(), form)
     for blk in m.m:
         blk.attn._warned_clamp = True
-    X, U = torch.randn(b, 40, h, w), torch.randn(b, 24, *coarse_hw(h, w))
+    X, U = inputs(b, 40, h, w, seed=b, c_up=24)
     y = m([X, U])
     y.square().mean().backward()
     assert y.shape == (b, 64, h, w) and y.isfinite().all()
@@ -176,11 +166,12 @@ def test_property_pst_wrapper_finite_and_backward(n, h, w, k, b):
             assert p.grad is not None and p.grad.isfinite().all(), name
 
 
-def test_topk_above_coarse_tokens_is_clamped_with_one_warning():
+@pytest.mark.parametrize("form", FORMS)
+def test_topk_above_coarse_tokens_is_clamped_with_one_warning(form):
     from ultralytics.utils import LOGGER
 
-    attn = randomize(PSTAttention(16, num_heads=2, topk=100)).double().eval()
-    x, u = torch.randn(1, 16, 5, 3, dtype=torch.double), torch.randn(1, 16, 3, 2, dtype=torch.double)
+    attn = in_form(randomize_(PSTAttention(16, num_heads=2, topk=100)).double().eval(), form)
+    x, u = inputs(1, 16, 5, 3, dtype=torch.double)
     same = copy.deepcopy(attn)
     same.topk = 6  # = M
     records = []
@@ -198,14 +189,13 @@ def test_topk_above_coarse_tokens_is_clamped_with_one_warning():
 
 
 # ---------------------------------------------------------------------------------------------------------- dtypes
-@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("k", [0, 4])
-def test_low_precision_close_to_fp32(dtype, fused, k):
+def test_low_precision_close_to_fp32(dtype, form, k):
     """fp16: the module in half precision; bf16: CPU autocast. Tolerance TOL[dtype] * max |fp32 output|."""
-    m = set_fused(randomize(PST(96, 64, 64, n=2, k=k)).eval(), fused)
-    torch.manual_seed(4)
-    X, U = torch.randn(2, 96, 13, 9), torch.randn(2, 64, 7, 5)
+    m = in_form(randomize_(PST(96, 64, 64, n=2, k=k)).eval(), form)
+    X, U = inputs(2, 96, 13, 9, seed=4, c_up=64)
     with torch.no_grad():
         ref = m([X, U])
         if dtype == torch.float16:
@@ -217,10 +207,12 @@ def test_low_precision_close_to_fp32(dtype, fused, k):
     assert (y.float() - ref).abs().max() <= TOL[dtype] * ref.abs().max()
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_low_precision_backward_is_finite(dtype):
-    m = randomize(PST(64, 32, 64, n=1, k=2)).train()
-    X, U = torch.randn(2, 64, 9, 7, requires_grad=True), torch.randn(2, 32, 5, 4)
+def test_low_precision_backward_is_finite(dtype, form):
+    m = in_form(randomize_(PST(64, 32, 64, n=1, k=2)).train(), form)
+    X, U = inputs(2, 64, 9, 7, c_up=32)
+    X.requires_grad_(True)
     with torch.autocast("cpu", dtype=dtype):
         y = m([X, U])
     y.float().square().mean().backward()
@@ -228,15 +220,16 @@ def test_low_precision_backward_is_finite(dtype):
     assert all(p.grad.isfinite().all() for p in m.parameters() if p.grad is not None)
 
 
-@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("fine, k", [((1, 1), 5), ((3, 1), 2), ((33, 47), 1)])
-def test_masked_candidates_never_give_nan(fused, dtype, fine, k):
-    """All but one (1x1 map, k=5: 19 of 20 candidates masked) or most candidates masked by -inf, in half precision."""
+def test_masked_candidates_never_give_nan(form, dtype, fine, k):
+    """All but one (1x1 map, k=5: 19 of 20 candidates masked) or most candidates masked, in half precision (masked
+    by -inf, or by a large negative logit in the portable form)."""
     H, W = fine
-    attn = set_fused(randomize(PSTAttention(32, topk=k)).eval(), fused)
+    attn = in_form(randomize_(PSTAttention(32, topk=k)).eval(), form)
     attn._warned_clamp = True
-    x, u = torch.randn(2, 32, H, W), torch.randn(2, 32, *coarse_hw(H, W))
+    x, u = inputs(2, 32, H, W)
     with torch.no_grad():
         ref = attn(x, u)
         y = (copy.deepcopy(attn).to(dtype))(x.to(dtype), u.to(dtype))
@@ -244,12 +237,13 @@ def test_masked_candidates_never_give_nan(fused, dtype, fine, k):
     assert (y.float() - ref).abs().max() <= TOL[dtype] * ref.abs().max()
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("autocast", [False, True])
-def test_plain_path_softmax_in_fp32_beyond_fp16_range(autocast):
-    """Logits beyond 65504 overflow fp16; the plain path computes them (and the softmax) in fp32 like the fused
-    kernel, also under fp16 autocast, instead of returning NaN."""
+def test_softmax_in_fp32_beyond_fp16_range(autocast, form):
+    """Logits beyond 65504 overflow fp16; attention computes them (and the softmax) in fp32 like the fused kernel, also
+    under fp16 autocast, instead of returning NaN (plain and portable: the explicit softmax of their coarse path)."""
     attn = PSTAttention(32).eval()
-    attn.fused_attn = False
+    attn.form = form
     torch.manual_seed(5)
     q = torch.full((1, 1, 6, 32), 200.0)  # (B, nh, N, d): q . k / sqrt(d) ~ 1e5 > 65504
     k, v = torch.rand(1, 1, 9, 32) * 200, torch.randn(1, 1, 9, 32)

@@ -1,8 +1,9 @@
 """Which form of PST attention each export format gets, and which formats cannot take PST at all.
 
-PST's attention exists in three forms computing the same function (``pst_yolo.nn.attention``): fused (SDPA, the
-default), plain and portable. Most exporters take the default graph (TorchScript, ONNX, OpenVINO, TensorRT, LiteRT,
-ExecuTorch, MNN, TensorFlow), but some converters or their runtimes lack what it uses:
+PST's attention exists in three forms computing the same function (``pst_yolo.nn.attention``), named by its
+``form``: ``"fused"`` (SDPA, the default), ``"plain"`` and ``"portable"``. Most exporters take the default graph
+(TorchScript, ONNX, OpenVINO, TensorRT, LiteRT, ExecuTorch, MNN, TensorFlow), but some converters or their runtimes
+lack what it uses:
 
 - NCNN has no TopK, Gather or Where layer (pnnx converts, the runtime then fails);
 - X2Paddle cannot convert ``aten::new_full`` (the padding of the selection scores) nor ``pixel_unshuffle``, Paddle
@@ -11,14 +12,14 @@ ExecuTorch, MNN, TensorFlow), but some converters or their runtimes lack what it
 - Core ML receives the gather index as float32 and rejects it.
 
 For these, :func:`export_form` says ``"portable"`` and the export hook (``pst_yolo.hooks.export``) switches the
-exporter's copy of the model to the portable form before it is traced; nothing else changes. :func:`export_problem`
-names the format/argument combinations that cannot work, in one sentence with the alternative, so the export stops
-before anything runs.
+exporter's copy of the model to the portable form (:func:`set_form`) before it is traced; nothing else changes.
+:func:`export_problem` names the format/argument combinations that cannot work, in one sentence with the alternative,
+so the export stops before anything runs.
 """
 
 from __future__ import annotations
 
-__all__ = ("PORTABLE_FORMATS", "export_form", "export_problem", "set_portable")
+__all__ = ("PORTABLE_FORMATS", "export_form", "export_problem", "set_form", "set_portable")
 
 # format -> why the default attention graph does not convert or run there
 PORTABLE_FORMATS = {
@@ -32,7 +33,7 @@ _CORE_ML_ALIASES = {"mlpackage", "mlprogram", "apple", "ios"}
 
 
 def export_form(fmt: str) -> str:
-    """The attention form an export to ``fmt`` traces: ``"portable"`` or ``"default"``.
+    """The attention form an export to ``fmt`` traces: ``"portable"``, or ``"default"`` (the model's own form).
 
     Examples:
         >>> export_form("ncnn"), export_form("onnx")
@@ -80,11 +81,29 @@ def export_problem(fmt: str, pst_topk: int, quantize=None) -> str | None:
     return None
 
 
-def set_portable(model, portable: bool = True) -> int:
-    """Switch every ``PSTAttention`` in ``model`` to the portable form (or back); returns how many were switched."""
-    from ..nn import PSTAttention
+def set_form(model, form: str) -> int:
+    """Put every ``PSTAttention`` in ``model`` in ``form`` (``"fused"``, ``"plain"`` or ``"portable"``).
 
+    Returns:
+        (int): How many layers were set.
+
+    Raises:
+        ValueError: ``form`` is none of the three (checked before any layer changes, also in a model without PST).
+
+    Examples:
+        >>> from pst_yolo import PST
+        >>> set_form(PST(64, 64, 64, n=2), "portable")
+        2
+    """
+    from ..nn.attention import PSTAttention, check_form
+
+    check_form(form)
     layers = [m for m in model.modules() if isinstance(m, PSTAttention)]
     for m in layers:
-        m.portable = portable
+        m.form = form
     return len(layers)
+
+
+def set_portable(model, portable: bool = True) -> int:
+    """``set_form(model, "portable")``, or ``set_form(model, "fused")`` for ``portable=False``; returns the count."""
+    return set_form(model, "portable" if portable else "fused")

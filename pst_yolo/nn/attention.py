@@ -8,18 +8,18 @@ values come from the next coarser map ``u`` (B, C, Hc, Wc) with ``Hc = ceil(H / 
   head; each maps to its 2x2 patch of the fine map, whose keys/values come from the *same* ``conv_kv`` applied to
   ``x``. A per-head gate mixes the two outputs.
 
-Three implementations of the same function live side by side:
+Three implementations of the same function live side by side, named by the attribute ``form``:
 
-- fused (default, ``fused_attn = True``): ``F.scaled_dot_product_attention`` for both paths, selection from the mean
-  query, and fine keys/values projected only at the gathered positions;
-- plain (``fused_attn = False``): explicit attention matrices and ``conv_kv`` over the whole fine map (what the
-  equations say literally);
-- portable (``portable = True``, set at export time for converters that lack ops, see ``pst_yolo.export.forms``):
-  explicit attention matrices, and a fine path built only from ops every converter maps (matmul, reductions, clamp,
-  pad, conv, reshape): top-k as ``k`` unrolled arg-max steps that produce one-hot rows, and the
-  gather of the selected 2x2 patches as a product of those one-hot rows with the space-to-depth fine map. No
-  ``TopK``/``Gather``/``Where``/comparison op, no integer tensor, no shape-dependent padding at run time. It needs
-  static shapes (a traced export fixes them), which is what makes the constant padding and masks possible.
+- ``"fused"`` (the default): ``F.scaled_dot_product_attention`` for both paths, selection from the mean query, and
+  fine keys/values projected only at the gathered positions;
+- ``"plain"``: explicit attention matrices and ``conv_kv`` over the whole fine map (what the equations say
+  literally);
+- ``"portable"`` (set at export time for converters that lack ops, see ``pst_yolo.export.forms``): explicit
+  attention matrices, and a fine path built only from ops every converter maps (matmul, reductions, clamp, pad, conv,
+  reshape): top-k as ``k`` unrolled arg-max steps that produce one-hot rows, and the gather of the selected 2x2 patches
+  as a product of those one-hot rows with the space-to-depth fine map. No ``TopK``/``Gather``/``Where``/comparison
+  op, no integer tensor, no shape-dependent padding at run time. It needs static shapes (a traced export fixes them),
+  which is what makes the constant padding and masks possible; coarse maps must stay below 4096 tokens per side.
 
 The fine path always applies ``conv_kv`` as its inference-time affine map (BatchNorm with running statistics), also in
 training: fine attention then computes the same function in training and inference, and fine-map statistics never
@@ -33,6 +33,7 @@ the softmax. A ``topk`` larger than the number of coarse tokens therefore behave
 from __future__ import annotations
 
 import random
+import warnings
 from numbers import Integral
 
 import torch
@@ -41,9 +42,10 @@ import torch.nn.functional as F
 from ultralytics.nn.modules import Conv
 from ultralytics.utils import LOGGER
 
-__all__ = ("HEAD_DIM", "PSTArgumentError", "PSTAttention", "check_topk", "upsample2x")
+__all__ = ("FORMS", "HEAD_DIM", "PSTArgumentError", "PSTAttention", "check_form", "check_topk", "upsample2x")
 
 HEAD_DIM = 32  # channels per attention head (docs/method.md §1)
+FORMS = ("fused", "plain", "portable")  # the values of PSTAttention.form (module docstring)
 # Portable arg-max: 1 + clamp(d * _SHARP**3, -1, 0) is exactly 1 for the maximum (d = 0) and 0 for any score below it
 # by more than 1e-12 (in three steps, so no constant exceeds fp16's range when a runtime computes in half precision).
 _SHARP = 1e4
@@ -104,6 +106,28 @@ def check_topk(k) -> int:
     return int(k)
 
 
+def check_form(form) -> str:
+    """Return ``form`` if it names one of the ``FORMS`` of ``PSTAttention``, else raise ``ValueError``.
+
+    Examples:
+        >>> check_form("plain")
+        'plain'
+        >>> try:
+        ...     check_form(True)
+        ... except ValueError as e:
+        ...     print(e)
+        PSTAttention.form must be one of 'fused', 'plain', 'portable', got True
+    """
+    if not isinstance(form, str) or form not in FORMS:
+        raise ValueError(f"PSTAttention.form must be one of {', '.join(map(repr, FORMS))}, got {form!r}")
+    return form
+
+
+def _deprecated(old: str, new: str) -> None:
+    """Warn that the attribute ``old`` of ``PSTAttention`` was set, naming its replacement (at the caller's line)."""
+    warnings.warn(f"PSTAttention.{old} is deprecated: use PSTAttention.{new}", FutureWarning, stacklevel=4)
+
+
 def _affine_1x1(conv: Conv) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(weight (C2, C1), bias (C2,))`` of an eval-mode 1x1 ``Conv`` without activation (BN folded in)."""
     w = conv.conv.weight.flatten(1)  # (C2, C1)
@@ -124,8 +148,9 @@ class PSTAttention(nn.Module):
         topk (int): Coarse tokens selected for fine attention per image and head; 0 disables the fine path.
 
     Attributes:
-        fused_attn (bool): Use the fused implementation (see module docstring); ``False`` selects the plain one.
-        portable (bool): Use the portable implementation (overrides ``fused_attn``; for exporters, static shapes).
+        form (str): The implementation that runs, one of ``FORMS`` (see module docstring): ``"fused"`` (default),
+            ``"plain"`` or ``"portable"`` (for exporters, static shapes). Any other value raises ``ValueError``.
+            It replaces the booleans ``fused_attn`` and ``portable``, which remain as deprecated aliases.
         conv_q (Conv): 1x1 Conv-BN producing queries from the fine map.
         conv_kv (Conv): 1x1 Conv-BN producing keys and values; shared by the coarse and fine paths. Its output
             channels are laid out per head as ``[K_h (head_dim) | V_h (head_dim)]``.
@@ -146,9 +171,11 @@ class PSTAttention(nn.Module):
         >>> x, u = torch.randn(2, 64, 20, 20), torch.randn(2, 64, 10, 10)
         >>> print(attn(x, u).shape)
         torch.Size([2, 64, 20, 20])
+        >>> attn.form = "portable"  # the same function from converter-friendly ops
+        >>> print(attn(x, u).shape)
+        torch.Size([2, 64, 20, 20])
     """
 
-    portable = False  # class default: checkpoints pickled before the attribute existed load with it
     # Any-K training state; class defaults, so checkpoints saved before it existed load unchanged.
     topk_train: tuple[int, ...] = ()  # Ks drawn from in training mode; () = train with topk
     topk_train_seed: int = 0
@@ -164,7 +191,7 @@ class PSTAttention(nn.Module):
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
         self.topk = topk
-        self.fused_attn = True
+        self.form = "fused"
         self._warned_clamp = False
         self.conv_q = Conv(dim, dim, 1, act=False)
         self.conv_kv = Conv(dim, 2 * dim, 1, act=False)
@@ -183,8 +210,17 @@ class PSTAttention(nn.Module):
         return state
 
     def __setstate__(self, state: dict) -> None:
-        """Unpickle (checkpoints saved before the flag was dropped from the state carry it: it is reset)."""
+        """Unpickle, also checkpoints saved before ``form`` existed.
+
+        Those carry the booleans it replaced in their state: ``fused_attn`` (always) and ``portable`` (later ones;
+        it overrode ``fused_attn``), which give the same form. The clamp-warning flag (older checkpoints saved it) is
+        reset.
+        """
+        state = dict(state)
+        fused, portable = state.pop("fused_attn", True), state.pop("portable", False)
+        state.setdefault("_form", "portable" if portable else "fused" if fused else "plain")
         super().__setstate__({**state, "_warned_clamp": False})
+        self.form = self._form  # validated
 
     @property
     def topk(self) -> int:
@@ -195,8 +231,50 @@ class PSTAttention(nn.Module):
     def topk(self, k: int) -> None:
         self._topk = check_topk(k)
 
+    @property
+    def form(self) -> str:
+        """The implementation that runs: ``"fused"``, ``"plain"`` or ``"portable"`` (the same function)."""
+        return self._form
+
+    @form.setter
+    def form(self, form: str) -> None:
+        self._form = check_form(form)
+
+    @property
+    def fused_attn(self) -> bool:
+        """Deprecated alias: ``form == "fused"``; setting True selects ``"fused"``, False ``"plain"``."""
+        return self.form == "fused"
+
+    @fused_attn.setter
+    def fused_attn(self, fused: bool) -> None:
+        form = "fused" if fused else "plain"
+        _deprecated("fused_attn", f'form (fused_attn = {bool(fused)} is form = "{form}")')
+        self.form = form
+
+    @property
+    def portable(self) -> bool:
+        """Deprecated alias: ``form == "portable"``; setting True selects ``"portable"``, False ``"fused"`` from it."""
+        return self.form == "portable"
+
+    @portable.setter
+    def portable(self, portable: bool) -> None:
+        _deprecated("portable", 'form (portable = True is form = "portable")')
+        if portable:
+            self.form = "portable"
+        elif self.form == "portable":
+            self.form = "fused"
+
     def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Attend from the fine map ``x`` (B, C, H, W) to the coarse map ``u`` (B, C, Hc, Wc); returns (B, C, H, W)."""
+        return self._forward(x, u)
+
+    def _forward(self, x: torch.Tensor, u: torch.Tensor, record: dict | None = None) -> torch.Tensor:
+        """``forward``; a ``record`` dict receives its intermediate tensors (``pst_yolo.explain`` shows them).
+
+        Recorded: ``q`` (B, nh, N, hd) queries, ``k`` (B, nh, M, hd) coarse keys, ``output`` (B, C, H, W), and when fine
+        attention runs ``scores`` (B, nh, M) selection scores, ``selected`` (B, nh, k) the selected coarse tokens, best
+        first, and ``gate`` (B, nh, N, hd) the fusion gate.
+        """
         B, C, H, W = x.shape
         Hc, Wc = u.shape[2:]
         nh, hd = self.num_heads, self.head_dim
@@ -211,8 +289,8 @@ class PSTAttention(nn.Module):
 
         topk = self._train_topk() if self.training and self.topk_train else self.topk
         if topk:
-            out_fine = self._fine(x, q, k, (Hc, Wc), topk)  # (B, nh, N, hd)
-            if self.fused_attn and not self.portable:  # the grouped 1x1 gate as per-head matmuls: no concat/transposes
+            out_fine = self._fine(x, q, k, (Hc, Wc), topk, record)  # (B, nh, N, hd)
+            if self.form == "fused":  # the grouped 1x1 gate as per-head matmuls: no concat/transposes
                 w = self.gate.weight.view(nh, hd, 2 * hd)  # (nh, hd out, [O_c | O_f] in)
                 g = out @ w[..., :hd].transpose(1, 2) + out_fine @ w[..., hd:].transpose(1, 2)  # (B, nh, N, hd)
                 g = (g + self.gate.bias.view(nh, 1, hd)).sigmoid()
@@ -220,6 +298,8 @@ class PSTAttention(nn.Module):
                 g = self.gate(torch.cat((out, out_fine), 3).transpose(2, 3).reshape(B, 2 * C, H, W)).sigmoid()
                 g = g.view(B, nh, hd, H * W).transpose(2, 3)  # (B, nh, N, hd)
             out = out + g * (out_fine - out)  # g * O_f + (1 - g) * O_c
+            if record is not None:
+                record["gate"] = g
         elif self.training and self.topk_train and _distributed():
             # Any-K training under DDP: a K = 0 step touches the gate with a zero gradient, so every step uses the same
             # parameters, as DDP's static graph (Ultralytics' compile=True construction) requires; the default
@@ -233,7 +313,10 @@ class PSTAttention(nn.Module):
             pe = upsample2x(pe)  # the same function; its backward is deterministic on CUDA (interpolate's is not)
         else:
             pe = F.interpolate(pe, size=(H, W), mode="bilinear", align_corners=False)
-        return self.proj(out + pe)
+        y = self.proj(out + pe)
+        if record is not None:
+            record.update(q=q, k=k, output=y)
+        return y
 
     def _train_topk(self) -> int:
         """Any-K training: this step's K, drawn by the trainer before the forward, else drawn here."""
@@ -246,48 +329,76 @@ class PSTAttention(nn.Module):
 
     def _attend(self, q, k, v, mask=None):
         """softmax(q kᵀ / √d + mask) v for (B, nh, N, hd) queries and (B, nh, T, hd) keys/values."""
-        if self.fused_attn and not self.portable:
+        if self.form == "fused":
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        if q.dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(q.device.type):
-            # Logits and softmax in fp32 (as the fused kernels accumulate), also under autocast: fp16 logits overflow
-            # past 65504 and a row of inf turns into NaN after softmax.
+        if _low_precision(q):  # the product with v in fp32 too, as the fused kernels accumulate
             with torch.autocast(q.device.type, enabled=False):
                 return self._attend(q.float(), k.float(), v.float(), mask).to(v.dtype)
+        return self._weights(q, k, mask) @ v
+
+    def _weights(self, q, k, mask=None):
+        """The attention weights softmax(q kᵀ / √d + mask), (B, nh, N, T), of the plain form (``_attend``).
+
+        Logits and softmax in fp32 for half-precision inputs, also under autocast: fp16 logits overflow past 65504 and a
+        row of inf turns into NaN after softmax.
+        """
+        if _low_precision(q):
+            with torch.autocast(q.device.type, enabled=False):
+                return self._weights(q.float(), k.float(), mask)
         attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, nh, N, T)
         if mask is not None:
             attn = attn + mask
-        return attn.softmax(dim=-1) @ v
+        return attn.softmax(dim=-1)
 
-    def _fine(self, x, q, k, coarse_hw, topk=None):
-        """Fine attention over the 2x2 fine patches of the top-k coarse tokens; returns (B, nh, N, hd)."""
-        if self.portable:
-            return self._fine_portable(x, q, k, coarse_hw)
-        B, C, H, W = x.shape
-        Hc, Wc = coarse_hw
-        nh, hd, topk = self.num_heads, self.head_dim, self.topk if topk is None else topk
-        M = Hc * Wc
-        if not torch.jit.is_tracing() and topk > M:  # tracing: no tensor-to-bool
-            if not self._warned_clamp and not torch.compiler.is_compiling():  # logging would break a compiled graph
-                self._warned_clamp = True  # once per layer
-                LOGGER.warning(
-                    f"PSTAttention: pst_topk={topk} exceeds the {M} coarse tokens of a {Hc}x{Wc} map; "
-                    f"using all {M} (results equal pst_topk={M} for this layer)"
-                )
-            topk = M  # eager: clamp, so cost and memory do not grow with an oversized k (traced graphs pad instead)
+    def _clamp_warning(self, topk: int, Hc: int, Wc: int) -> None:
+        """Warn (once per layer) that ``topk`` exceeds the coarse tokens and all of them are used."""
+        if not self._warned_clamp and not torch.compiler.is_compiling():  # logging would break a compiled graph
+            self._warned_clamp = True
+            M = Hc * Wc
+            LOGGER.warning(
+                f"PSTAttention: pst_topk={topk} exceeds the {M} coarse tokens of a {Hc}x{Wc} map; "
+                f"using all {M} (results equal pst_topk={M} for this layer)"
+            )
 
-        # Selection: s_j = mean_i(q_i · k_j) / √d = (mean_i q_i) · k_j / √d; one score per image, head, coarse token.
-        # Accumulated in fp32 from the q/k the layer computed, also under autocast or in a half model, so precision
-        # changes the selection only where fp32's own scores are closer than the inputs' rounding.
-        with torch.autocast(x.device.type, enabled=False):
+    def _select(self, q, k, topk: int):
+        """Token selection of the fused and plain forms: ``(scores, indices)``.
+
+        Scores ``s_j = mean_i(q_i · k_j) / √d`` (B, nh, M), one per image, head and coarse token, accumulated in fp32
+        from the q/k the layer computed, also under autocast or in a half model, so precision changes the selection only
+        where fp32's own scores are closer than the inputs' rounding. Indices (B, nh, topk) of the top ``topk``, best
+        first; a ``topk`` above M (in a trace, which cannot clamp) picks padding tokens, indices >= M.
+        """
+        B, nh = q.shape[:2]
+        with torch.autocast(q.device.type, enabled=False):
             qf, kf = q.float(), k.float()
-            if self.fused_attn:
+            if self.form == "fused":
                 scores = (qf.mean(2, keepdim=True) @ kf.transpose(2, 3)).squeeze(2)  # (B, nh, M)
             else:
                 scores = (qf @ kf.transpose(2, 3)).mean(2)  # (B, nh, M) via the explicit N×M matrix
             scores = scores * self.scale
-        # Constant-k top-k (exportable): pad to >= topk tokens; padded picks are masked out below.
-        scores = torch.cat((scores, scores.new_full((B, nh, topk), float("-inf"))), 2)  # (B, nh, M + topk)
-        idx = scores.topk(topk, dim=2, sorted=True).indices  # (B, nh, topk); TensorRT 10 needs sorted TopK
+        # Constant-k top-k (exportable): pad to >= topk tokens; padded picks are masked out by the caller.
+        padded = torch.cat((scores, scores.new_full((B, nh, topk), float("-inf"))), 2)  # (B, nh, M + topk)
+        return scores, padded.topk(topk, dim=2, sorted=True).indices  # (B, nh, topk); TensorRT 10 needs sorted TopK
+
+    def _fine(self, x, q, k, coarse_hw, topk=None, record=None):
+        """Fine attention over the 2x2 fine patches of the top-k coarse tokens; returns (B, nh, N, hd).
+
+        ``topk`` defaults to ``self.topk``; ``record`` (a dict) receives ``scores`` and ``selected`` (``_forward``).
+        """
+        topk = self.topk if topk is None else topk
+        if self.form == "portable":
+            return self._fine_portable(x, q, k, coarse_hw, topk, record)
+        B, C, H, W = x.shape
+        Hc, Wc = coarse_hw
+        nh, hd = self.num_heads, self.head_dim
+        M = Hc * Wc
+        if not torch.jit.is_tracing() and topk > M:  # tracing: no tensor-to-bool
+            self._clamp_warning(topk, Hc, Wc)
+            topk = M  # eager: clamp, so cost and memory do not grow with an oversized k (traced graphs pad instead)
+
+        scores, idx = self._select(q, k, topk)  # (B, nh, M), (B, nh, topk)
+        if record is not None:
+            record.update(scores=scores, selected=idx)
 
         # Map coarse token j = (r, c) to fine positions (2r + dr, 2c + dc); drop padding and out-of-map positions.
         r, c = idx.div(Wc, rounding_mode="floor"), idx.remainder(Wc)
@@ -303,7 +414,7 @@ class PSTAttention(nn.Module):
         # Fine keys/values: conv_kv as the affine map it is at inference (BN with running statistics), in training too,
         # so the fine path is the same function in both modes and never feeds the fine map into BN's statistics.
         w, b = _affine_1x1(self.conv_kv)  # (2C, C), (2C,)
-        if self.fused_attn:  # project only the gathered 4k fine tokens, per head
+        if self.form == "fused":  # project only the gathered 4k fine tokens, per head
             x_tokens = x.permute(0, 2, 3, 1).reshape(B, H * W, C)  # (B, N, C); a permute, as in forward
             xg = torch.gather(x_tokens, 1, pos.reshape(B, nh * 4 * topk, 1).expand(-1, -1, C))
             xg = xg.view(B, nh, 4 * topk, C)  # (B, nh, 4k, C)
@@ -326,32 +437,28 @@ class PSTAttention(nn.Module):
             cache[key] = torch.tensor(values(), dtype=like.dtype, device=like.device)
         return cache[key]
 
-    def _fine_portable(self, x, q, k, coarse_hw):
-        """The fine path of ``_fine`` from elementary ops only (static shapes); returns (B, nh, N, hd).
+    def _select_portable(self, q, k, coarse_hw, topk: int):
+        """Token selection of the portable form: ``(scores (B, nh, M), one-hot picks (B, nh, M, topk))``.
 
-        Selection: ``min(topk, M)`` unrolled steps, each the one-hot row of the highest remaining score (exact ties: the
-        lowest row, then column), which is then pushed below every score. Gather: the
-        fine map padded to even size and folded 2x2 -> channels (space-to-depth), so coarse token ``j`` owns row ``j``
-        holding its four fine cells; one-hot rows times that matrix gather the selected patches.
+        ``topk`` (at most M) unrolled steps, each the one-hot row of the highest remaining score (exact ties: the lowest
+        row, then column), which is then pushed below every score. Column t of the picks is the t-th pick's one-hot.
         """
-        B, C, H, W = (int(s) for s in x.shape)  # static: a traced export records these as constants
-        Hc, Wc = (int(s) for s in coarse_hw)
+        B = int(q.shape[0])  # static: a traced export records it as a constant
+        Hc, Wc = coarse_hw
         nh, hd, M = self.num_heads, self.head_dim, Hc * Wc
-        topk = min(self.topk, M)
-
-        # Selection scores s_j = (mean_i q_i) · k_j / √d; one-hot rows of the top-k, in descending order.
-        q_mean = q.mean(2).reshape(B, nh, hd, 1)  # (B, nh, hd, 1): k @ q_mean needs no transpose (Paddle's oneDNN
-        scores = ((k @ q_mean) * self.scale).reshape(B, nh, M)  # matmul fusion fails on a transposed k); (B, nh, M)
         if max(Hc, Wc) >= _FAR:
             raise ValueError(f"PSTAttention: the portable fine path supports coarse maps below {_FAR:.0f} tokens per "
                              f"side, got {Hc}x{Wc}; export at a smaller imgsz or with pst_topk=0")
+        # Selection scores s_j = (mean_i q_i) · k_j / √d; one-hot rows of the top-k, in descending order.
+        q_mean = q.mean(2).reshape(B, nh, hd, 1)  # (B, nh, hd, 1): k @ q_mean needs no transpose (Paddle's oneDNN
+        scores = ((k @ q_mean) * self.scale).reshape(B, nh, M)  # matmul fusion fails on a transposed k); (B, nh, M)
         # Row and column of each coarse token (constants): exact ties are broken by the lowest (row, column), the
         # order ONNX's TopK uses, by two exact integer minimums (no cumsum: pnnx gives ncnn a wrong cumsum axis).
         row = self._constant(("row", Hc, Wc), q, lambda: [float(j // Wc) for j in range(M)])  # (M,)
         col = self._constant(("col", Hc, Wc), q, lambda: [float(j % Wc) for j in range(M)])  # (M,)
-        rows = []
+        rows, remaining = [], scores
         for _ in range(topk):
-            d = scores - scores.amax(2, keepdim=True)  # <= 0, exactly 0 at the maximum
+            d = remaining - remaining.amax(2, keepdim=True)  # <= 0, exactly 0 at the maximum
             for _ in range(3):
                 d = (d * _SHARP).clamp(-1.0, 0.0)
             hot = d + 1.0  # 1 at the maximum (and at exact ties), else 0
@@ -359,8 +466,26 @@ class PSTAttention(nn.Module):
                 first = (pos + (1.0 - hot) * _FAR).amin(2, keepdim=True)  # lowest position among the maxima
                 hot = hot * ((first - pos).clamp(-1.0, 0.0) + 1.0)  # integers: exactly 1 at it, 0 after it
             rows.append(hot.reshape(B, nh, M, 1))
-            scores = scores - hot * (scores - scores.amin(2, keepdim=True) + 1.0)  # below everything else
-        sel = torch.cat(rows, 3)  # (B, nh, M, topk): column t is the one-hot of the t-th pick
+            remaining = remaining - hot * (remaining - remaining.amin(2, keepdim=True) + 1.0)  # below everything else
+        return scores, torch.cat(rows, 3)  # (B, nh, M), (B, nh, M, topk)
+
+    def _fine_portable(self, x, q, k, coarse_hw, topk, record=None):
+        """The fine path of ``_fine`` from elementary ops only (static shapes); returns (B, nh, N, hd).
+
+        Selection: ``_select_portable``. Gather: the fine map padded to even size and folded 2x2 -> channels
+        (space-to-depth), so coarse token ``j`` owns row ``j`` holding its four fine cells; one-hot rows times that
+        matrix gather the selected patches.
+        """
+        B, C, H, W = (int(s) for s in x.shape)  # static: a traced export records these as constants
+        Hc, Wc = (int(s) for s in coarse_hw)
+        nh, hd, M = self.num_heads, self.head_dim, Hc * Wc
+        if topk > M:
+            if not torch.jit.is_tracing():  # an export clamps to its own size before tracing (pst_yolo.hooks.export)
+                self._clamp_warning(topk, Hc, Wc)
+            topk = M
+        scores, sel = self._select_portable(q, k, (Hc, Wc), topk)  # (B, nh, M), (B, nh, M, topk)
+        if record is not None:
+            record.update(scores=scores, selected=sel.argmax(2))  # one-hot columns -> (B, nh, topk) indices
 
         # Fine tokens of each coarse token: pad to (2Hc, 2Wc), fold each 2x2 cell into channels c*4 + 2*dr + dc.
         pad_h, pad_w = 2 * Hc - H, 2 * Wc - W
@@ -387,3 +512,8 @@ class PSTAttention(nn.Module):
         if mask is not None:
             attn = attn + mask
         return attn.softmax(dim=-1) @ v_f.transpose(2, 3)  # (B, nh, N, hd)
+
+
+def _low_precision(t: torch.Tensor) -> bool:
+    """Whether ``t`` is half precision or autocast is on for its device (the plain form then works in fp32)."""
+    return t.dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(t.device.type)

@@ -12,6 +12,9 @@ Channel conventions shared with the module (documented in ``PSTAttention``):
 - ``gate`` (``nn.Conv2d(2C, C, 1, groups=heads)``): group ``h`` reads ``[O_c,h | O_f,h]`` and writes head ``h``'s ``d``
   gate logits;
 - the coarse value map fed to ``pe`` has head ``h``'s values at channels ``[h*d, (h+1)*d)``.
+
+The tests' random data comes from here too: ``randomize_`` (weights, BatchNorm statistics, gates) and ``inputs`` (fine
+and coarse maps), so every test file makes modules and inputs the same way.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ import torch.nn.functional as F
 __all__ = (
     "bilinear_matrix",
     "bilinear_upsample",
+    "coarse_hw",
     "conv_bn",
+    "inputs",
     "pst_attention_ref",
     "pst_block_ref",
     "pst_ref",
@@ -181,11 +186,19 @@ def pst_ref(pst: nn.Module, X: torch.Tensor, U: torch.Tensor, topk: int | None =
 
 @torch.no_grad()
 def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BatchNorm random running statistics and affine parameters, and every gate random weights.
+    """Draw every weight of ``module`` from ``seed``: convolutions as initialised, random BatchNorm running statistics
+    and affine parameters, random gate weights. The tests' one randomizer of modules.
 
     Fresh BN layers are the identity in eval mode and a fresh gate is constant (zero init), which would let wrong
-    channel layouts or a wrong gate wiring pass a comparison; this makes every parameter matter.
+    channel layouts or a wrong gate wiring pass a comparison; this makes every parameter matter. The convolutions are
+    drawn again from ``seed`` (their default initialisation; the global RNG is left as it was), so a module is the same
+    whatever ran before it in the process.
     """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in module.modules():
+            if isinstance(m, nn.Conv2d):
+                m.reset_parameters()
     gen = torch.Generator().manual_seed(seed)
     for name, m in module.named_modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -199,3 +212,16 @@ def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
             m.weight.copy_(0.3 * torch.randn(m.weight.shape, generator=gen))
             m.bias.copy_(0.5 * torch.randn(m.bias.shape, generator=gen))
     return module
+
+
+def coarse_hw(h: int, w: int) -> tuple[int, int]:
+    """The next pyramid level of an (h, w) map: ceil(h/2) x ceil(w/2)."""
+    return (h + 1) // 2, (w + 1) // 2
+
+
+def inputs(b: int, c: int, h: int, w: int, seed: int = 0, c_up: int | None = None, dtype: torch.dtype = torch.float32):
+    """Random fine map (b, c, h, w) and coarse map (b, c_up, ceil(h/2), ceil(w/2)), standard normal, from ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    hc, wc = coarse_hw(h, w)
+    return (torch.randn(b, c, h, w, generator=gen, dtype=dtype),
+            torch.randn(b, c_up or c, hc, wc, generator=gen, dtype=dtype))

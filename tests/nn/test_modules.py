@@ -1,13 +1,15 @@
-"""Tests of the PST modules (pst_yolo/nn): shapes, gradients, the naive reference, fused/plain paths, BN fusion.
+"""Tests of the PST modules (pst_yolo/nn): shapes, gradients, the naive reference, the three forms, BN fusion.
 
 CPU only and fast. The reference (``reference.py``) is written from docs/method.md §1; every comparison runs in eval
-mode with randomized BatchNorm statistics and gate weights so that no layer is the identity.
+mode with randomized BatchNorm statistics and gate weights so that no layer is the identity. Every reference test runs
+each form of ``PSTAttention`` (``FORMS``: fused, plain, portable).
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import pickle
 
 import pytest
 import torch
@@ -19,41 +21,26 @@ from ultralytics.nn.modules import Conv
 from ultralytics.utils import LOGGER
 from ultralytics.utils.torch_utils import fuse_conv_and_bn
 
+from pst_yolo.export.forms import set_form
 from pst_yolo.nn import PST, PSTAttention, PSTBlock
+from pst_yolo.nn.attention import FORMS
 
-from .reference import bilinear_upsample, pst_attention_ref, pst_block_ref, pst_ref, randomize_
+from .reference import bilinear_upsample, coarse_hw, inputs, pst_attention_ref, pst_block_ref, pst_ref, randomize_
 
 ATOL, RTOL = 1e-5, 1e-4  # fp32 module vs float64 reference
 
 
-def coarse_hw(h: int, w: int) -> tuple[int, int]:
-    """The next pyramid level of an (h, w) map: ceil(h/2) x ceil(w/2)."""
-    return (h + 1) // 2, (w + 1) // 2
-
-
-def inputs(b: int, c: int, h: int, w: int, seed: int = 0, c_up: int | None = None):
-    """Random fine map (b, c, h, w) and coarse map (b, c_up, ceil(h/2), ceil(w/2))."""
-    gen = torch.Generator().manual_seed(seed)
-    hc, wc = coarse_hw(h, w)
-    return torch.randn(b, c, h, w, generator=gen), torch.randn(b, c_up or c, hc, wc, generator=gen)
-
-
-FORMS = ["fused", "plain", "portable"]  # the three implementations of PSTAttention (portable: for exporters)
-
-
-def attention(dim: int, topk: int, fused: bool | str, seed: int = 0) -> PSTAttention:
+def attention(dim: int, topk: int, form: str, seed: int = 0) -> PSTAttention:
     """An eval-mode PSTAttention with random weights, BN statistics and gate, in the given form."""
     torch.manual_seed(seed)
     attn = randomize_(PSTAttention(dim, topk=topk), seed).eval()
-    return set_fused(attn, fused)
+    attn.form = form
+    return attn
 
 
-def set_fused(model: nn.Module, fused: bool | str) -> nn.Module:
-    """Select the fused (True/"fused"), plain (False/"plain") or "portable" form in every PSTAttention of ``model``."""
-    for m in model.modules():
-        if isinstance(m, PSTAttention):
-            m.fused_attn = fused in (True, "fused")
-            m.portable = fused == "portable"
+def in_form(model: nn.Module, form: str) -> nn.Module:
+    """``model`` with every PSTAttention in ``form`` (``set_form``, returning the model for chaining)."""
+    set_form(model, form)
     return model
 
 
@@ -160,11 +147,11 @@ def _backward(model, *args):
     (y * torch.randn_like(y)).sum().backward()  # random weights: a plain sum cancels through train-mode BN
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_attention_gradients(fused):
+@pytest.mark.parametrize("form", FORMS)
+def test_attention_gradients(form):
     x, u = inputs(2, 64, 8, 10)
     attn = PSTAttention(64, topk=0).train()
-    attn.fused_attn = fused
+    attn.form = form
     _backward(attn, x, u)
     for name, p in attn.named_parameters():
         if name.startswith("gate."):
@@ -196,54 +183,60 @@ def test_pst_gradients(k):
 SIZES = [(8, 8), (9, 13), (33, 47)]  # coarse 4x4, 5x7, 17x24
 
 
-def _selection(recorder: TopkRecorder, M: int):
-    """{(b, h): set of selected coarse tokens} from the single topk call of one attention forward (padding dropped)."""
-    assert len(recorder.indices) == 1, "expected exactly one topk call (the token selection)"
-    idx = recorder.indices[0]  # (B, heads, k)
-    return {
-        (b, h): frozenset(j for j in idx[b, h].tolist() if j < M)
-        for b in range(idx.shape[0])
+def run_recorded(attn: PSTAttention, x: torch.Tensor, u: torch.Tensor):
+    """The forward's output, its selection ``{(b, h): set of coarse tokens}`` (padding dropped; empty when fine
+    attention is off) and the indices of every ``topk`` op it ran."""
+    record = {}
+    with torch.no_grad(), TopkRecorder() as rec:
+        y = attn._forward(x, u, record)  # forward with its intermediate tensors
+    M = math.prod(u.shape[2:])
+    idx = record.get("selected", torch.zeros(0, 0, 0))  # (B, heads, k)
+    if attn.form != "portable" and "selected" in record:  # the selection is the one topk call's, not a second one
+        assert len(rec.indices) == 1 and torch.equal(rec.indices[0], idx)
+    selection = {
+        (b, h): frozenset(j for j in idx[b, h].tolist() if j < M) for b in range(idx.shape[0])
         for h in range(idx.shape[1])
     }
+    return y, selection, rec.indices
 
 
-@pytest.mark.parametrize("fused", FORMS)
+_REFERENCES = {}  # (batch, dim, size, k) -> the reference's output: weights and inputs depend on these, not the form
+
+
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("k", [0, 1, 3, 8])
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("batch, dim", [(1, 64), (3, 128)])
-def test_attention_matches_reference(batch, dim, size, k, fused, warnings):
-    attn = attention(dim, k, fused, seed=k)
+def test_attention_matches_reference(batch, dim, size, k, form, warnings):
+    attn = attention(dim, k, form, seed=k)
     x, u = inputs(batch, dim, *size, seed=batch + k)
-    with torch.no_grad(), TopkRecorder() as rec:
-        y = attn(x, u)
-    y_ref, sel_ref = pst_attention_ref(attn, x, u)
+    y, selection, topk_calls = run_recorded(attn, x, u)
+    case = (batch, dim, size, k)  # the reference runs once per case, for the first form (the slow part of the test)
+    if case not in _REFERENCES:
+        _REFERENCES[case] = pst_attention_ref(attn, x, u)
+    y_ref, sel_ref = _REFERENCES[case]
     torch.testing.assert_close(y, y_ref, atol=ATOL, rtol=RTOL)
-    if fused == "portable":  # no topk op at all (one-hot arg-max steps): the output match above is the selection's
-        assert not rec.indices
-    elif k:
-        M = math.prod(coarse_hw(*size))
-        assert _selection(rec, M) == sel_ref  # same SET of tokens per image and head (order is irrelevant)
-        assert all(len(s) == min(k, M) for s in sel_ref.values())
-    else:
-        assert not rec.indices and not sel_ref
+    assert selection == sel_ref  # same SET of tokens per image and head (order is irrelevant)
+    if k:
+        assert all(len(s) == min(k, math.prod(coarse_hw(*size))) for s in sel_ref.values())
+    if form == "portable" or not k:  # portable: one-hot arg-max steps, no topk op at all
+        assert not topk_calls
 
 
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("batch", [1, 2])
-def test_attention_selection_is_per_image_and_head(batch, fused):
+def test_attention_selection_is_per_image_and_head(batch, form):
     """Different images and heads select different tokens (selection is not shared across the batch or heads)."""
-    attn = attention(128, 4, fused, seed=3)
+    attn = attention(128, 4, form, seed=3)
     x, u = inputs(batch, 128, 16, 16, seed=5)
-    with torch.no_grad(), TopkRecorder() as rec:
-        attn(x, u)
-    sel = _selection(rec, 64)
+    _, sel, _ = run_recorded(attn, x, u)
     assert sel == pst_attention_ref(attn, x, u)[1]
     assert len(set(sel.values())) > 1
 
 
 def test_reference_is_sensitive():
     """Guard against a vacuous comparison: k, the gate and the selection change the output far beyond tolerance."""
-    attn = attention(64, 3, True, seed=0)
+    attn = attention(64, 3, "fused", seed=0)
     x, u = inputs(2, 64, 9, 13)
     y0, y3, y4 = (pst_attention_ref(attn, x, u, k)[0] for k in (0, 3, 4))
     assert (y3 - y0).abs().max() > 1e-2 and (y4 - y3).abs().max() > 1e-3
@@ -272,28 +265,28 @@ def test_reference_bilinear_matches_interpolate(size):
     k=st.integers(0, 12),
     batch=st.integers(1, 2),
     dim=st.sampled_from([32, 64]),
-    fused=st.sampled_from(FORMS),
+    form=st.sampled_from(FORMS),
     seed=st.integers(0, 2**16),
 )
-def test_attention_matches_reference_random_shapes(warnings, h, w, k, batch, dim, fused, seed):
+def test_attention_matches_reference_random_shapes(warnings, h, w, k, batch, dim, form, seed):
     # ``warnings`` only silences the k > M clamp warning (tested below); it accumulates across examples
-    attn = attention(dim, k, fused, seed=seed)
+    attn = attention(dim, k, form, seed=seed)
     x, u = inputs(batch, dim, h, w, seed=seed)
     with torch.no_grad():
         y = attn(x, u)
     torch.testing.assert_close(y, pst_attention_ref(attn, x, u)[0], atol=ATOL, rtol=RTOL)
 
 
-@pytest.mark.parametrize("fused", FORMS)
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("k", [0, 3])
-def test_block_and_pst_match_reference(k, fused):
+def test_block_and_pst_match_reference(k, form):
     torch.manual_seed(0)
-    block = set_fused(randomize_(PSTBlock(64, 2.0, k), 1).eval(), fused)
+    block = in_form(randomize_(PSTBlock(64, 2.0, k), 1).eval(), form)
     x, u = inputs(2, 64, 9, 13)
     with torch.no_grad():
         torch.testing.assert_close(block(x, u), pst_block_ref(block, x, u), atol=ATOL, rtol=RTOL)
 
-    pst = set_fused(randomize_(PST(96, 48, 128, n=2, k=k), 2).eval(), fused)
+    pst = in_form(randomize_(PST(96, 48, 128, n=2, k=k), 2).eval(), form)
     X, U = inputs(3, 96, 11, 8, c_up=48)
     with torch.no_grad():
         torch.testing.assert_close(pst([X, U]), pst_ref(pst, X, U), atol=ATOL, rtol=RTOL)
@@ -301,11 +294,11 @@ def test_block_and_pst_match_reference(k, fused):
 
 # ----------------------------------------------------------------------------------------------------------------------
 # k larger than the number of coarse tokens
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
-def test_topk_clamped_to_coarse_tokens(fused, warnings):
+@pytest.mark.parametrize("form", FORMS)
+def test_topk_clamped_to_coarse_tokens(form, warnings):
     x, u = inputs(2, 64, 5, 7)  # coarse 3x4: M = 12
     M = 12
-    big = attention(64, 20, fused, seed=4)
+    big = attention(64, 20, form, seed=4)
     exact = copy.deepcopy(big)
     exact.topk = M
     with torch.no_grad():
@@ -347,36 +340,37 @@ def _outputs_and_grads(model, X, U):
 
 
 @pytest.mark.parametrize("k", [0, 4])
-def test_fused_and_plain_agree_in_training(k):
-    """Train mode: both paths project fine keys/values with conv_kv's affine map, so outputs and gradients agree."""
+def test_forms_agree_in_training(k):
+    """Train mode: every form projects fine keys/values with conv_kv's affine map, so outputs and gradients agree."""
     torch.manual_seed(0)
-    fused = set_fused(randomize_(PST(96, 48, 128, n=2, k=k), 3).train(), True)
-    plain = set_fused(copy.deepcopy(fused), False)
+    fused = in_form(randomize_(PST(96, 48, 128, n=2, k=k), 3).train(), "fused")
+    others = {form: in_form(copy.deepcopy(fused), form) for form in ("plain", "portable")}  # before BN moves
     X, U = inputs(2, 96, 9, 12, c_up=48)
     y_f, gx_f, g_f = _outputs_and_grads(fused, X, U)
-    y_p, gx_p, g_p = _outputs_and_grads(plain, X, U)
-    torch.testing.assert_close(y_f, y_p, atol=ATOL, rtol=RTOL)
-    torch.testing.assert_close(gx_f, gx_p, atol=ATOL, rtol=RTOL)
-    assert g_f.keys() == g_p.keys()
-    # Parameter gradients reach ~1e2 here and some (BN biases followed by train-mode BN) are 0 up to fp noise:
-    # compare each to fp32 accuracy relative to the largest gradient, not element by element.
-    scale = max(g.abs().max().item() for g in g_f.values() if g is not None)
-    for name in g_f:
-        if g_f[name] is None:
-            assert g_p[name] is None and k == 0 and ".gate." in name, name
-        else:
-            torch.testing.assert_close(
-                g_f[name], g_p[name], atol=ATOL * scale, rtol=RTOL, msg=lambda m, name=name: f"{name}: {m}"
-            )
-    for (name, b_f), b_p in zip(fused.named_buffers(), plain.buffers()):  # BN running statistics updated alike
-        torch.testing.assert_close(b_f, b_p, atol=ATOL, rtol=RTOL, msg=lambda m, name=name: f"{name}: {m}")
+    for form, other in others.items():
+        y_p, gx_p, g_p = _outputs_and_grads(other, X, U)
+        torch.testing.assert_close(y_f, y_p, atol=ATOL, rtol=RTOL, msg=lambda m, form=form: f"{form}: {m}")
+        torch.testing.assert_close(gx_f, gx_p, atol=ATOL, rtol=RTOL, msg=lambda m, form=form: f"{form}: {m}")
+        assert g_f.keys() == g_p.keys()
+        # Parameter gradients reach ~1e2 here and some (BN biases followed by train-mode BN) are 0 up to fp noise:
+        # compare each to fp32 accuracy relative to the largest gradient, not element by element.
+        scale = max(g.abs().max().item() for g in g_f.values() if g is not None)
+        for name in g_f:
+            if g_f[name] is None:
+                assert g_p[name] is None and k == 0 and ".gate." in name, name
+            else:
+                torch.testing.assert_close(
+                    g_f[name], g_p[name], atol=ATOL * scale, rtol=RTOL, msg=lambda m, n=f"{form} {name}": f"{n}: {m}"
+                )
+        for (name, b_f), b_p in zip(fused.named_buffers(), other.buffers()):  # BN running statistics updated alike
+            torch.testing.assert_close(b_f, b_p, atol=ATOL, rtol=RTOL, msg=lambda m, n=f"{form} {name}": f"{n}: {m}")
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_fine_path_same_in_training_and_leaves_bn_statistics_alone(fused):
+@pytest.mark.parametrize("form", FORMS)
+def test_fine_path_same_in_training_and_leaves_bn_statistics_alone(form):
     """Fine keys/values use conv_kv with running statistics in training too: BN sees only the coarse map."""
     torch.manual_seed(0)
-    fine = set_fused(randomize_(PSTAttention(64, topk=4), 5).train(), fused)
+    fine = in_form(randomize_(PSTAttention(64, topk=4), 5).train(), form)
     coarse = copy.deepcopy(fine)
     coarse.topk = 0
     x, u = torch.randn(2, 64, 8, 8) * 3 + 5, torch.randn(2, 64, 4, 4)
@@ -400,13 +394,13 @@ def _qk(attn, x, u):
 
 
 @pytest.mark.parametrize("k", [0, 1, 4, 30])
-def test_fused_and_plain_agree_in_eval(k, warnings):
+def test_forms_agree_in_eval(k, warnings):
     pst = randomize_(PST(96, 48, 64, n=2, k=k), 4).eval()
     X, U = inputs(2, 96, 13, 9, c_up=48)
     with torch.no_grad():
-        y_f = set_fused(pst, True)([X, U])
-        y_p = set_fused(pst, False)([X, U])
-        y_portable = set_fused(pst, "portable")([X, U])
+        y_f = in_form(pst, "fused")([X, U])
+        y_p = in_form(pst, "plain")([X, U])
+        y_portable = in_form(pst, "portable")([X, U])
     torch.testing.assert_close(y_f, y_p, atol=ATOL, rtol=RTOL)
     torch.testing.assert_close(y_portable, y_p, atol=ATOL, rtol=RTOL)
 
@@ -430,10 +424,10 @@ def test_portable_breaks_exact_ties_by_lowest_index(k):
 
 # ----------------------------------------------------------------------------------------------------------------------
 # BatchNorm fusion (what Ultralytics does before inference/export)
-@pytest.mark.parametrize("fused", FORMS)
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("k", [0, 4])
-def test_bn_fusion_keeps_output(k, fused):
-    pst = set_fused(randomize_(PST(96, 48, 128, n=2, k=k), 5).eval(), fused)
+def test_bn_fusion_keeps_output(k, form):
+    pst = in_form(randomize_(PST(96, 48, 128, n=2, k=k), 5).eval(), form)
     X, U = inputs(2, 96, 9, 14, c_up=48)
     with torch.no_grad():
         before = pst([X, U])
@@ -445,12 +439,72 @@ def test_bn_fusion_keeps_output(k, fused):
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Determinism
-@pytest.mark.parametrize("fused", FORMS)
-def test_eval_is_deterministic(fused):
-    pst = set_fused(randomize_(PST(96, 48, 128, n=2, k=8), 6).eval(), fused)
+@pytest.mark.parametrize("form", FORMS)
+def test_eval_is_deterministic(form):
+    pst = in_form(randomize_(PST(96, 48, 128, n=2, k=8), 6).eval(), form)
     X, U = inputs(2, 96, 16, 16, c_up=48)
     with torch.no_grad():
         assert torch.equal(pst([X, U]), pst([X, U]))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The form attribute
+@pytest.mark.parametrize("bad", ["fast", "Fused", "", None, True, False, 1])
+def test_invalid_form(bad):
+    attn = PSTAttention(64, topk=2)
+    assert attn.form == "fused"  # the default
+    with pytest.raises(ValueError, match=r"^PSTAttention.form must be one of 'fused', 'plain', 'portable', got ") as e:
+        attn.form = bad
+    assert repr(bad) in str(e.value)
+    assert attn.form == "fused"  # a rejected value leaves the layer unchanged
+    pst = PST(64, 64, 64, n=2)
+    set_form(pst, "plain")
+    with pytest.raises(ValueError, match="PSTAttention.form must be one of"):
+        set_form(pst, bad)
+    assert [b.attn.form for b in pst.m] == ["plain", "plain"]
+
+
+@pytest.mark.parametrize("fused, form", [(True, "fused"), (False, "plain")])
+def test_deprecated_booleans_set_the_form(fused, form):
+    attn = PSTAttention(64, topk=2)
+    with pytest.warns(FutureWarning, match="PSTAttention.fused_attn is deprecated: use PSTAttention.form"):
+        attn.fused_attn = fused
+    assert attn.form == form and attn.fused_attn is fused and attn.portable is False
+    with pytest.warns(FutureWarning, match="PSTAttention.portable is deprecated: use PSTAttention.form"):
+        attn.portable = True
+    assert attn.form == "portable" and attn.portable is True and attn.fused_attn is False
+    with pytest.warns(FutureWarning):
+        attn.portable = False
+    assert attn.form == "fused"
+    assert "fused_attn" not in vars(attn) and "portable" not in vars(attn)
+
+
+# The booleans of checkpoints pickled before ``form`` (absent: a checkpoint from before the attribute) and their form
+OLD_STATES = [
+    ({"fused_attn": True}, "fused"),
+    ({"fused_attn": False}, "plain"),
+    ({}, "fused"),
+    ({"fused_attn": True, "portable": False}, "fused"),
+    ({"fused_attn": False, "portable": False}, "plain"),
+    ({"fused_attn": True, "portable": True}, "portable"),
+    ({"fused_attn": False, "portable": True}, "portable"),
+]
+
+
+@pytest.mark.parametrize("old, form", OLD_STATES, ids=str)
+def test_checkpoint_with_old_attributes_loads_in_the_same_form(old, form):
+    attn = attention(64, 3, "fused", seed=1)
+    old_attn = copy.deepcopy(attn)
+    del old_attn.__dict__["_form"]  # the instance state as it was pickled before ``form`` existed
+    old_attn.__dict__.update(old)
+    loaded = pickle.loads(pickle.dumps(old_attn))
+    assert loaded.form == form
+    assert "fused_attn" not in vars(loaded) and "portable" not in vars(loaded)
+    assert pickle.loads(pickle.dumps(loaded)).form == form  # and it saves the new attribute
+    attn.form = form
+    x, u = inputs(2, 64, 9, 7)
+    with torch.no_grad():
+        assert torch.equal(loaded(x, u), attn(x, u))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
