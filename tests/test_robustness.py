@@ -121,6 +121,17 @@ def test_border_coarse_token_maps_to_the_fine_cells_that_exist(fine, form):
     assert len(rows) * len(cols) == (2 - H % 2) * (2 - W % 2)
 
 
+@pytest.mark.parametrize("hc, wc", [(1, 4096), (4096, 2)])
+def test_portable_refuses_coarse_maps_beyond_its_limit(hc, wc):
+    """The portable form's exact tie-break needs coarse maps below 4096 tokens per side (module docstring): beyond, it
+    raises a ValueError naming the limit and the way out, instead of selecting wrong tokens."""
+    attn = in_form(PSTAttention(32, topk=2).eval(), "portable")
+    x = torch.zeros(1, 32, 2 * hc - 1, 2 * wc - 1)  # the fine map of that coarse map; only its shape is read
+    q, k = torch.zeros(1, 1, 4, 32), torch.zeros(1, 1, hc * wc, 32)  # (B, nh, N, d), (B, nh, M, d)
+    with pytest.raises(ValueError, match=rf"below 4096 tokens per side, got {hc}x{wc}; export at a smaller imgsz"):
+        attn._fine(x, q, k, (hc, wc))
+
+
 @pytest.mark.parametrize("form", FORMS)
 def test_batch_sizes_1_to_32_are_independent(form):
     """A batch of 32 gives each image the output it gets alone (no mixing across the batch in gather/top-k)."""
