@@ -6,8 +6,7 @@ drawn from a set, so one model works at every K of the set at inference (where `
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+import weakref
 
 import torch.nn as nn
 from ultralytics.utils import LOGGER
@@ -24,9 +23,9 @@ __all__ = (
     "check_topk_train",
     "get_topk",
     "get_topk_train",
-    "quiet_clamp_warnings",
     "set_topk",
     "set_topk_train",
+    "warn_clamped",
 )
 
 TOPK_TRAIN_HELP = "a non-negative integer or a list of them (e.g. 0,4,8,16)"
@@ -59,13 +58,70 @@ def coarse_tokens(model: nn.Module, imgsz: tuple[int, int], channels: int = 3) -
     p = next(model.parameters())
     training = model.training
     try:
-        with torch.no_grad(), quiet_clamp_warnings(model):
+        with torch.no_grad():
             model.eval()(torch.zeros(1, channels, *imgsz, dtype=p.dtype, device=p.device))
     finally:
         model.train(training)
         for h in hooks:
             h.remove()
     return [seen[i] for i in range(len(layers))]
+
+
+_CLAMP_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> {(k, (h, w)) checked}
+
+
+def warn_clamped(model: nn.Module, k: int, imgsz, channels: int | None = None) -> dict[int, int]:
+    """Warn once per model, ``k`` and image size where ``k`` exceeds some PST layers' coarse tokens at ``imgsz``.
+
+    Such a layer attends to all of its coarse tokens (the forward clamps ``k`` to their count, silently, so that the
+    module stays free of logging inside ``torch.compile`` graphs and of warnings spent on proxy inputs such as the
+    FLOP counter's); the run that sets the value says so once, here, with the image size it runs at. Costs one
+    forward pass of a blank image the first time (``coarse_tokens``).
+
+    Args:
+        model (nn.Module): The image model a run executes (an Ultralytics model: it has ``stride``).
+        k (int): The largest K the run uses.
+        imgsz (int | tuple | list): The run's image size (``imgsz``; an int is square).
+        channels (int | None): Input channels; None reads the model's YAML (3 if it has none).
+
+    Returns:
+        (dict[int, int]): ``{model row: coarse tokens}`` of the PST rows ``k`` exceeds (empty when already checked).
+
+    Examples:
+        >>> from ultralytics.nn.tasks import DetectionModel
+        >>> net = DetectionModel("yolo11n-pst.yaml", verbose=False)
+        >>> warn_clamped(net, 8, 64)  # 64 x 64: the PST of row 13 reads a 2 x 2 coarse map, that of row 16 a 4 x 4
+        {13: 4}
+        >>> warn_clamped(net, 8, 64)  # once per model, K and size
+        {}
+        >>> warn_clamped(nn.Sequential(nn.Conv2d(3, 8, 1)), 8, 64)  # no PST layer: nothing to check
+        {}
+    """
+    if not k or not attention_layers(model) or not hasattr(model, "stride"):
+        return {}  # no PST layer, or not an image model (a bare PST layer takes a pair of maps)
+    size = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(int(v) for v in imgsz)
+    size = size * 2 if len(size) == 1 else size[:2]
+    checked = _CLAMP_CHECKED.setdefault(model, set())
+    if (k, size) in checked:
+        return {}
+    checked.add((k, size))
+    if channels is None:
+        channels = (getattr(model, "yaml", None) or {}).get("channels", 3)
+    tokens = coarse_tokens(model, size, channels)
+    names = [name for name, m in model.named_modules() if isinstance(m, PSTAttention)]
+    rows = {}  # model row (the YAML's layer index) -> its coarse tokens
+    for name, m in zip(names, tokens):
+        parts = name.split(".")
+        rows[int(parts[1]) if parts[0] == "model" and parts[1].isdigit() else name] = m
+    clamped = {row: m for row, m in rows.items() if m < k}
+    if clamped:
+        where = ", ".join(f"row {row}: {m}" for row, m in clamped.items())
+        LOGGER.warning(
+            f"pst_topk={k} exceeds the coarse tokens of {len(clamped)} of {len(rows)} PST rows at imgsz "
+            f"{size[0]}x{size[1]} ({where}): they attend to all their coarse tokens, as with pst_topk equal to that "
+            f"count"
+        )
+    return clamped
 
 
 def clamp_topk(model: nn.Module, imgsz: tuple[int, int], channels: int = 3) -> dict[int, tuple[int, int]]:
@@ -92,8 +148,8 @@ def set_topk(model, k: int, verbose: bool = True) -> int:
         model (ultralytics.YOLO | nn.Module): A YOLO object, its ``.model``, or any module containing PST layers.
             The value is the model's own from now on: every later run that does not pass ``pst_topk`` uses it, also
             a predictor that already exists (it runs a copy of the module, made before).
-        k (int): Coarse tokens kept per image and head for fine attention. Values above a layer's coarse token count
-            are clamped for that layer at run time (with one warning).
+        k (int): Coarse tokens kept per image and head for fine attention. A layer with fewer coarse tokens attends
+            to all of them (a run that applies the value says so once: :func:`warn_clamped`).
         verbose (bool): Log the value applied.
 
     Examples:
@@ -105,7 +161,6 @@ def set_topk(model, k: int, verbose: bool = True) -> int:
     layers = attention_layers(model)
     for attn in layers:
         attn.topk = k
-        attn._warned_clamp = False
 
     if verbose:
         if layers:
@@ -224,21 +279,3 @@ def get_topk(model) -> int | None:
     if len(values) > 1:
         raise ValueError(f"PST layers have different pst_topk values {sorted(values)}: call set_topk(model, k)")
     return values.pop() if values else None
-
-
-@contextlib.contextmanager
-def quiet_clamp_warnings(model) -> Iterator[None]:
-    """Hold back the PST layers' one-time top-k clamp warning while ``model`` runs on inputs where it is expected.
-
-    Ultralytics' FLOP count and export dry runs feed tiny proxy images, where ``pst_topk`` often exceeds a layer's
-    coarse tokens; without this, each layer's single warning would be spent on (and describe) the proxy.
-    """
-    layers = attention_layers(model) if isinstance(model, nn.Module) else []
-    warned = [m._warned_clamp for m in layers]
-    for m in layers:
-        m._warned_clamp = True
-    try:
-        yield
-    finally:
-        for m, w in zip(layers, warned):
-            m._warned_clamp = w

@@ -17,7 +17,7 @@ from ultralytics.cfg import get_cfg
 from ultralytics.utils import DEFAULT_CFG, DEFAULT_CFG_DICT
 
 import pst_yolo
-from pst_yolo import PSTAttention, get_topk, set_topk
+from pst_yolo import get_topk
 from pst_yolo.hooks import _common
 
 HOOKS = {h.name: h for h in pst_yolo.hooks.HOOKS}  # the package's table of its hook surface
@@ -185,18 +185,24 @@ def test_stock_trainer_copies_the_ema_after_setup_model(monkeypatch):
     assert order == ["setup_model", ("ema", 8)]
 
 
-def test_stock_flop_counter_runs_the_model_itself():
-    """Why get_flops is wrapped: it runs the model it is given (not a copy), where a large K is clamped."""
-    from ultralytics.utils import torch_utils
+def test_a_k_above_the_coarse_tokens_is_said_once_by_the_run_not_by_the_flop_counter(tmp_path, cli_env):
+    """The FLOP counter runs the model itself on stride-sized proxies where any K is clamped: nothing is said there
+    (no hook needed); a validation that applies such a K says once which rows clamp at its image size."""
+    import subprocess
+    import sys
 
-    model = YOLO("yolo11n-pst.yaml").model
-    set_topk(model, 10**6, verbose=False)
-    torch_utils.get_flops.__wrapped__(model, 64)
-    assert all(m._warned_clamp for m in model.modules() if isinstance(m, PSTAttention))  # spent on the proxy
-    set_topk(model, 10**6, verbose=False)
-    torch_utils.get_flops(model, 64)
-    assert not any(m._warned_clamp for m in model.modules() if isinstance(m, PSTAttention))  # kept for real input
-
+    code = ("import pst_yolo; from ultralytics import YOLO\n"
+            "m = YOLO('yolo11n-pst.yaml'); pst_yolo.set_topk(m, 100, verbose=False); m.info()\n"
+            "print('INFO DONE', flush=True)\n"
+            "for _ in range(2): m.predict(__import__('numpy').zeros((64, 64, 3), 'uint8'), imgsz=64, pst_topk=100, "
+            "verbose=False)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=cli_env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout + out.stderr
+    before, after = text.split("INFO DONE")
+    assert "coarse tokens" not in before and "exceeds" not in before  # model.info() counted FLOPs silently
+    said = [line for line in after.splitlines() if "exceeds the coarse tokens" in line]
+    assert len(said) == 1 and "imgsz 64x64" in said[0] and "row 13: 4" in said[0] and "row 16: 16" in said[0], after
 
 def test_stock_loader_gives_a_bare_oserror_for_a_cut_file(tmp_path):
     """Why torch_safe_load is wrapped: a file cut short (not at a zip boundary) fails without its name."""
@@ -258,15 +264,3 @@ def test_models_built_in_two_threads_keep_their_own_summaries(caplog):
     assert sum("pst_yolo.nn.pst.PST" in m for m in pst) == 2
     assert not any("pst_yolo" in m for m in stock)
     assert sum("C3k2" in m for m in stock) == 8 and sum("C3k2" in m for m in pst) == 6  # two replaced by PST
-
-
-def test_clamp_flag_is_not_saved(tmp_path):
-    model = YOLO("yolo11n-pst.yaml")
-    set_topk(model, 10**6, verbose=False)
-    with torch.no_grad():
-        model.model(torch.zeros(1, 3, 64, 64))
-    assert all(m._warned_clamp for m in model.model.modules() if isinstance(m, PSTAttention))
-    torch.save({"model": model.model}, tmp_path / "m.pt")
-    loaded = torch.load(tmp_path / "m.pt", weights_only=False)["model"]
-    assert get_topk(loaded) == 10**6
-    assert not any(m._warned_clamp for m in loaded.modules() if isinstance(m, PSTAttention))

@@ -78,7 +78,7 @@ def test_bad_topk_fails_before_any_work(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- clamping, determinism
-def test_oversized_topk_is_clamped_with_one_warning_per_layer(logs):
+def test_oversized_topk_is_clamped_and_said_once_per_model_k_and_size(logs):
     torch.manual_seed(0)
     attn = PSTAttention(64).eval()
     x, u = torch.randn(2, 64, 7, 9), torch.randn(2, 64, 4, 5)  # odd fine map, M = 20 coarse tokens
@@ -87,11 +87,17 @@ def test_oversized_topk_is_clamped_with_one_warning_per_layer(logs):
     set_topk(attn, 10**9, verbose=False)  # would need terabytes if it were not clamped
     for _ in range(3):
         assert torch.equal(attn(x, u), exact)
-    clamps = [m for m in logs if "exceeds the 20 coarse tokens of a 4x5 map" in m]
-    assert len(clamps) == 1, logs
-    set_topk(attn, 25, verbose=False)  # a new value warns again, once
-    attn(x, u), attn(x, u)
-    assert sum("pst_topk=25 exceeds" in m for m in logs) == 1
+    assert not [m for m in logs if "exceeds" in m]  # the layer does not log
+
+    from pst_yolo.topk import warn_clamped
+
+    net = YOLO("yolo11n-pst.yaml").model
+    assert warn_clamped(net, 25, (96, 64)) == {13: 6, 16: 24}  # coarse maps 3 x 2 and 6 x 4
+    assert warn_clamped(net, 25, (96, 64)) == {}  # said once per model, K and size
+    assert warn_clamped(net, 20, 96) == {13: 9}  # 96 x 96: coarse maps 3 x 3 and 6 x 6
+    said = [m for m in logs if "exceeds the coarse tokens" in m]
+    assert len(said) == 2 and "pst_topk=25" in said[0] and "imgsz 96x64 (row 13: 6, row 16: 24)" in said[0], said
+    assert "pst_topk=20" in said[1] and "imgsz 96x96 (row 13: 9)" in said[1]
 
 
 def test_full_model_with_huge_topk_at_small_and_rect_sizes():

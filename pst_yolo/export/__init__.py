@@ -15,7 +15,7 @@ outside the package: ``scripts/export_matrix.py``.
 """
 
 from .backends import ENGINE_FORMATS, ExportBackendError, check_onnx_for_tensorrt, tensorrt_problem
-from .forms import PORTABLE_FORMATS, export_form, export_problem, set_form, set_portable
+from .forms import PORTABLE_FORMATS, export_form, export_problem, set_form
 from .trt_ops import OpFinding, TRTReport, check_trt_ops, load_trt_table
 
 __all__ = (
@@ -30,6 +30,5 @@ __all__ = (
     "export_problem",
     "load_trt_table",
     "set_form",
-    "set_portable",
     "tensorrt_problem",
 )

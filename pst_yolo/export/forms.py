@@ -19,7 +19,7 @@ so the export stops before anything runs.
 
 from __future__ import annotations
 
-__all__ = ("PORTABLE_FORMATS", "export_form", "export_problem", "set_form", "set_portable")
+__all__ = ("PORTABLE_FORMATS", "export_form", "export_problem", "set_form")
 
 # format -> why the default attention graph does not convert or run there
 PORTABLE_FORMATS = {
@@ -102,8 +102,3 @@ def set_form(model, form: str) -> int:
     for m in layers:
         m.form = form
     return len(layers)
-
-
-def set_portable(model, portable: bool = True) -> int:
-    """``set_form(model, "portable")``, or ``set_form(model, "fused")`` for ``portable=False``; returns the count."""
-    return set_form(model, "portable" if portable else "fused")

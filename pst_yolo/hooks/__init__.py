@@ -66,8 +66,6 @@ HOOKS = (
          "run once the predictor has its model, inside its lock", True),
     Hook("ultralytics.engine.model.Model.benchmark", "topk", "benchmark passes only each format's export arguments "
          "on: pst_topk would be silently ignored", True),
-    Hook("ultralytics.utils.torch_utils.get_flops", "topk", "the FLOP counter runs the model itself on stride-sized "
-         "proxies, where a large pst_topk is clamped: its warning is held back for the real input", False),
     Hook("ultralytics.utils.dist.generate_ddp_file", "ddp", "DDP workers are new processes that import only "
          "Ultralytics: without import pst_yolo they reject PST configs and pst_topk", True),
     Hook("ultralytics.nn.tasks.torch_safe_load", "safe_load", "the authors' checkpoints pickle classes stock lacks; "

@@ -48,7 +48,7 @@ def _wrap_export_call(call):
     from ultralytics.utils import LOGGER
 
     from ..export.backends import ENGINE_FORMATS, ExportBackendError, tensorrt_problem
-    from ..export.forms import PORTABLE_FORMATS, export_form, export_problem, set_portable
+    from ..export.forms import PORTABLE_FORMATS, export_form, export_problem, set_form
 
     def export_with_pst(self, model=None, *args, **kwargs):
         """Export a PST model's checked, ``pst_topk``-applied copy in the form its format needs; others as usual."""
@@ -64,7 +64,7 @@ def _wrap_export_call(call):
         if fmt in ENGINE_FORMATS and (problem := tensorrt_problem(getattr(self.args, "model", None))):
             raise ExportBackendError(problem)
         if export_form(fmt) == "portable":
-            n = set_portable(copy, True)
+            n = set_form(copy, "portable")
             LOGGER.info(f"PST: portable attention in {n} layers for format={fmt} "
                         f"({PORTABLE_FORMATS.get(fmt, PORTABLE_FORMATS['coreml'])})")
         token = _EXPORTING_PST.set(True)

@@ -30,8 +30,10 @@ validation's model or a predictor's model before every run):
   runs the value (dry run and tracing alike), and the exported file's metadata records it.
 - ``Model.benchmark``: it passes only each format's export arguments on, so the value is applied to the benchmarked
   model itself for the duration of the benchmark (its PyTorch row and every export run it).
-- ``ultralytics.utils.torch_utils.get_flops``: PSTAttention's one clamp warning is held back while the FLOP counter
-  runs the model on stride-sized proxy images, where ``pst_topk`` often exceeds a layer's coarse tokens.
+
+A value above some layers' coarse tokens at the run's ``imgsz`` is said once per model, K and size when the run
+applies it (:func:`pst_yolo.topk.warn_clamped`); the layers themselves clamp silently, so the FLOP counter's
+stride-sized proxy images and compiled graphs see no warning.
 """
 
 from __future__ import annotations
@@ -49,9 +51,9 @@ from ..topk import (
     check_topk,
     check_topk_train,
     get_topk,
-    quiet_clamp_warnings,
     set_topk,
     set_topk_train,
+    warn_clamped,
 )
 from ._common import install
 
@@ -64,7 +66,6 @@ CHECKS = {TOPK_ARG: check_topk, TOPK_TRAIN_ARG: lambda ks: list(check_topk_train
 
 def register() -> None:
     import ultralytics.cfg as cfg
-    import ultralytics.utils.torch_utils as torch_utils
     from ultralytics.engine.model import Model
     from ultralytics.engine.predictor import BasePredictor
     from ultralytics.engine.trainer import BaseTrainer
@@ -77,7 +78,6 @@ def register() -> None:
     install(BasePredictor, "setup_model", ("self", "model", "verbose"), _wrap_predictor_setup_model)
     install(BasePredictor, "setup_source", ("self", "source"), _wrap_predictor_setup_source)
     install(Model, "benchmark", ("self", "data", "format", "verbose"), _wrap_model_benchmark)
-    install(torch_utils, "get_flops", ("model", "imgsz"), _wrap_get_flops)
 
 
 def _native(model):
@@ -89,7 +89,7 @@ def _native(model):
     return model if isinstance(model, nn.Module) else None
 
 
-def run_topk(args, model, own: int | None = None, verbose: bool = True) -> int | None:
+def run_topk(args, model, own: int | None = None, verbose: bool = True, warn_clamp: bool = True) -> int | None:
     """Apply the run's ``pst_topk`` to ``model`` (or ``own``, the model's own value, when the argument is omitted).
 
     Args:
@@ -97,6 +97,8 @@ def run_topk(args, model, own: int | None = None, verbose: bool = True) -> int |
         model (nn.Module | None): The module the run executes; None or a module without PST layers is left alone.
         own (int | None): The value to use when ``pst_topk`` is omitted; None keeps the model's current value.
         verbose (bool): Log a given value once per run.
+        warn_clamp (bool): Say once (per model, K and ``args.imgsz``) which PST rows have fewer coarse tokens than K
+            (:func:`pst_yolo.topk.warn_clamped`); exports clamp to their own size and say so themselves.
 
     Returns:
         The K the PST layers run with, or None if ``model`` has none.
@@ -110,7 +112,10 @@ def run_topk(args, model, own: int | None = None, verbose: bool = True) -> int |
     k = given if given is not None else own
     if k is not None:
         set_topk(model, k, verbose=verbose and given is not None)
-    return get_topk(model)
+    k = get_topk(model)
+    if k and warn_clamp and getattr(args, "imgsz", None):
+        warn_clamped(model, k, args.imgsz)  # once per model, K and size: layers whose coarse tokens K exceeds
+    return k
 
 
 def run_topk_train(args, model) -> tuple[int, ...] | None:
@@ -127,6 +132,8 @@ def run_topk_train(args, model) -> tuple[int, ...] | None:
         LOGGER.warning(f"{TOPK_TRAIN_ARG}={','.join(map(str, ks))} ignored: {_name(args, model)} has no PST layer")
         return None
     set_topk_train(model, ks, seed=getattr(args, "seed", 0) or 0)
+    if max(ks) and getattr(args, "imgsz", None):
+        warn_clamped(model, max(ks), args.imgsz)
     return ks
 
 
@@ -289,7 +296,7 @@ def export_model(exporter, model):
         run_topk(exporter.args, model)  # a given value: the one-line "has no PST layer" warning
         return model
     copy = deepcopy(model)
-    k = run_topk(exporter.args, copy)
+    k = run_topk(exporter.args, copy, warn_clamp=False)  # the export clamps at its own size (hooks/export.py)
 
     def record_topk(exporter):
         """on_export_start: the metadata (built just before) gets the value the graph runs."""
@@ -327,12 +334,3 @@ def _wrap_model_benchmark(benchmark):
             return benchmark(self, *args, **kwargs)
 
     return benchmark_with_pst_topk
-
-
-def _wrap_get_flops(get_flops):
-    def get_flops_without_clamp_warnings(model, imgsz=640, *args, **kwargs):
-        """Ultralytics' ``get_flops`` with PSTAttention's clamp warning held back (see the module docstring)."""
-        with quiet_clamp_warnings(model):
-            return get_flops(model, imgsz, *args, **kwargs)
-
-    return get_flops_without_clamp_warnings

@@ -40,7 +40,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from ultralytics.nn.modules import Conv
-from ultralytics.utils import LOGGER
 
 __all__ = ("FORMS", "HEAD_DIM", "PSTArgumentError", "PSTAttention", "check_form", "check_topk", "upsample2x")
 
@@ -192,7 +191,6 @@ class PSTAttention(nn.Module):
         self.scale = self.head_dim**-0.5
         self.topk = topk
         self.form = "fused"
-        self._warned_clamp = False
         self.conv_q = Conv(dim, dim, 1, act=False)
         self.conv_kv = Conv(dim, 2 * dim, 1, act=False)
         self.gate = nn.Conv2d(2 * dim, dim, 1, groups=num_heads)
@@ -202,9 +200,8 @@ class PSTAttention(nn.Module):
         self.proj = Conv(dim, dim, 1, act=False)
 
     def __getstate__(self) -> dict:
-        """Pickle without the run-time clamp-warning flag: a loaded checkpoint warns again (once) when it clamps."""
+        """Pickle without run-time state (a drawn K, cached constants)."""
         state = super().__getstate__()
-        state.pop("_warned_clamp", None)
         state.pop("topk_step", None)  # a run's last drawn K: a reloaded model draws again
         state.pop("_constants", None)  # the portable path's cached constants (remade on first use)
         return state
@@ -213,13 +210,14 @@ class PSTAttention(nn.Module):
         """Unpickle, also checkpoints saved before ``form`` existed.
 
         Those carry the booleans it replaced in their state: ``fused_attn`` (always) and ``portable`` (later ones;
-        it overrode ``fused_attn``), which give the same form. The clamp-warning flag (older checkpoints saved it) is
-        reset.
+        it overrode ``fused_attn``), which give the same form. The clamp-warning flag older checkpoints saved is
+        dropped (a layer no longer logs; see :func:`pst_yolo.topk.warn_clamped`).
         """
         state = dict(state)
         fused, portable = state.pop("fused_attn", True), state.pop("portable", False)
         state.setdefault("_form", "portable" if portable else "fused" if fused else "plain")
-        super().__setstate__({**state, "_warned_clamp": False})
+        state.pop("_warned_clamp", None)
+        super().__setstate__(state)
         self.form = self._form  # validated
 
     @property
@@ -350,16 +348,6 @@ class PSTAttention(nn.Module):
             attn = attn + mask
         return attn.softmax(dim=-1)
 
-    def _clamp_warning(self, topk: int, Hc: int, Wc: int) -> None:
-        """Warn (once per layer) that ``topk`` exceeds the coarse tokens and all of them are used."""
-        if not self._warned_clamp and not torch.compiler.is_compiling():  # logging would break a compiled graph
-            self._warned_clamp = True
-            M = Hc * Wc
-            LOGGER.warning(
-                f"PSTAttention: pst_topk={topk} exceeds the {M} coarse tokens of a {Hc}x{Wc} map; "
-                f"using all {M} (results equal pst_topk={M} for this layer)"
-            )
-
     def _select(self, q, k, topk: int):
         """Token selection of the fused and plain forms: ``(scores, indices)``.
 
@@ -393,8 +381,10 @@ class PSTAttention(nn.Module):
         nh, hd = self.num_heads, self.head_dim
         M = Hc * Wc
         if not torch.jit.is_tracing() and topk > M:  # tracing: no tensor-to-bool
-            self._clamp_warning(topk, Hc, Wc)
-            topk = M  # eager: clamp, so cost and memory do not grow with an oversized k (traced graphs pad instead)
+            # eager: clamp, so cost and memory do not grow with an oversized k (traced graphs pad instead). Silently:
+            # the run that set k says so once at its image size (pst_yolo.topk.warn_clamped); a log call here would
+            # break compiled graphs and fire on the FLOP counter's proxy images.
+            topk = M
 
         scores, idx = self._select(q, k, topk)  # (B, nh, M), (B, nh, topk)
         if record is not None:
@@ -479,9 +469,7 @@ class PSTAttention(nn.Module):
         B, C, H, W = (int(s) for s in x.shape)  # static: a traced export records these as constants
         Hc, Wc = (int(s) for s in coarse_hw)
         nh, hd, M = self.num_heads, self.head_dim, Hc * Wc
-        if topk > M:
-            if not torch.jit.is_tracing():  # an export clamps to its own size before tracing (pst_yolo.hooks.export)
-                self._clamp_warning(topk, Hc, Wc)
+        if topk > M:  # an export clamps to its own size before tracing (pst_yolo.hooks.export); eager: as _fine
             topk = M
         scores, sel = self._select_portable(q, k, (Hc, Wc), topk)  # (B, nh, M), (B, nh, M, topk)
         if record is not None:

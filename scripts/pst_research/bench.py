@@ -18,7 +18,7 @@ What is measured (``run_benchmark``), for each scale (n/s/m) at one image size:
   ``torch.profiler`` (``profile_memory=True``) records during one step, minus its value when the step starts. Process
   RSS is not used: the C allocator keeps freed pages, so RSS says little about one step.
 - **the PST module alone** at its P3 position (the PST layer with the largest fine map), on the inputs it receives in
-  the detector: the fast path (``fused_attn=True``) against the naive formulation (``fused_attn=False``: explicit
+  the detector: the fast path (``form="fused"``) against the naive formulation (``form="plain"``: explicit
   ``N x M`` attention matrices, selection from that matrix, ``conv_kv`` on the whole fine map), inference with
   ``pst_topk`` 0 and 8 and one training step (forward + backward), with the largest output difference.
 
@@ -50,7 +50,7 @@ from ultralytics.utils import LOGGER
 
 from pst_yolo.benchmark import attention_flops
 from pst_yolo.nn import PST, PSTAttention
-from pst_yolo.topk import quiet_clamp_warnings, set_topk
+from pst_yolo.topk import set_topk
 
 __all__ = (
     "FINE_TOPK",
@@ -280,7 +280,7 @@ def _export_onnx(model: nn.Module, topk: int | None, imgsz: int, folder: Path, s
     overrides = dict(format="onnx", imgsz=imgsz, batch=1, device="cpu", verbose=False, mode="export")
     if topk is not None:
         overrides["pst_topk"] = topk
-    with _quiet(), quiet_clamp_warnings(m):
+    with _quiet():
         return Exporter(overrides=overrides)(model=m)
 
 
@@ -539,7 +539,7 @@ def _naive(module: nn.Module) -> nn.Module:
     m = copy.deepcopy(module)
     for attn in m.modules():
         if isinstance(attn, PSTAttention):
-            attn.fused_attn = False
+            attn.form = "plain"
     return m
 
 

@@ -296,6 +296,8 @@ def test_block_and_pst_match_reference(k, form):
 # k larger than the number of coarse tokens
 @pytest.mark.parametrize("form", FORMS)
 def test_topk_clamped_to_coarse_tokens(form, warnings):
+    """k above the coarse tokens equals k = M, silently: the layer does not log (the run that sets k says so once,
+    see pst_yolo.topk.warn_clamped; a log call in a forward would break compiled graphs)."""
     x, u = inputs(2, 64, 5, 7)  # coarse 3x4: M = 12
     M = 12
     big = attention(64, 20, form, seed=4)
@@ -303,29 +305,13 @@ def test_topk_clamped_to_coarse_tokens(form, warnings):
     exact.topk = M
     with torch.no_grad():
         y_big = big(x, u)
-        assert len(warnings) == 1 and "pst_topk=20" in warnings[0]
         y_big2 = big(x, u)
-        assert len(warnings) == 1, "the clamp warning must be emitted once per layer, not once per call"
         y_exact = exact(x, u)
-    assert len(warnings) == 1, "k == M must not warn"
+    assert warnings == []
     torch.testing.assert_close(y_big, y_exact, atol=ATOL, rtol=RTOL)
     assert torch.equal(y_big, y_big2)
     torch.testing.assert_close(y_big, pst_attention_ref(big, x, u)[0], atol=ATOL, rtol=RTOL)
 
-
-def test_topk_clamp_warns_once_per_layer(warnings):
-    pst = PST(64, 64, 64, n=3, k=50).eval()
-    X, U = inputs(1, 64, 6, 6)  # coarse 3x3: M = 9
-    with torch.no_grad():
-        for _ in range(3):
-            pst([X, U])
-    assert len(warnings) == 3  # one per PSTAttention layer
-    assert all("pst_topk=50" in w for w in warnings)
-
-    warnings.clear()
-    with torch.no_grad():
-        PST(64, 64, 64, n=2, k=9).eval()([X, U])  # k == M: nothing to clamp
-    assert warnings == []
 
 
 # ----------------------------------------------------------------------------------------------------------------------
