@@ -9,6 +9,7 @@ of the hooks together from the user's entry points.
 import inspect
 import os
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -33,6 +34,8 @@ def test_the_hook_table_is_what_is_installed():
     for h in pst_yolo.hooks.HOOKS:
         assert h.why and "\n" not in h.why and isinstance(h.essential, bool), h
         assert f"`{h.name}`" in pst_yolo.hooks.hook_table()
+    layout = (Path(__file__).resolve().parents[1] / "docs" / "layout.md").read_text(encoding="utf-8")
+    assert pst_yolo.hooks.hook_table() in layout  # the docs' copy is the package's table
 
 
 def hooked(name: str):
