@@ -23,6 +23,7 @@ __all__ = (
     "check_topk_train",
     "get_topk",
     "get_topk_train",
+    "image_hw",
     "set_topk",
     "set_topk_train",
     "warn_clamped",
@@ -38,10 +39,22 @@ def attention_layers(model) -> list[PSTAttention]:
     return [m for m in model.modules() if isinstance(m, PSTAttention)]
 
 
-def coarse_tokens(model: nn.Module, imgsz: tuple[int, int], channels: int = 3) -> list[int]:
+def image_hw(imgsz) -> tuple[int, int]:
+    """``(h, w)`` of an ``imgsz`` argument: an int is square, a one-element list too.
+
+    Examples:
+        >>> image_hw(64), image_hw([96]), image_hw((96, 64))
+        ((64, 64), (96, 96), (96, 64))
+    """
+    size = (imgsz,) if isinstance(imgsz, int) else tuple(int(v) for v in imgsz)
+    return (size[0], size[0]) if len(size) == 1 else size[:2]
+
+
+def coarse_tokens(model: nn.Module, imgsz: tuple[int, int], channels: int | None = None) -> list[int]:
     """Coarse tokens (``Hc * Wc``) each PST attention layer of ``model`` sees on a ``(h, w)`` input, in module order.
 
-    One forward pass of a blank image in eval mode (the model's mode is restored afterwards).
+    One forward pass of a blank image in eval mode (the model's mode is restored afterwards). ``channels`` (input
+    channels) defaults to the model YAML's, else 3.
 
     Examples:
         >>> coarse_tokens(nn.Sequential(nn.Conv2d(3, 8, 1)), (64, 64))  # no PST layer: nothing to count
@@ -52,6 +65,9 @@ def coarse_tokens(model: nn.Module, imgsz: tuple[int, int], channels: int = 3) -
     layers = attention_layers(model)
     if not layers:
         return []
+    if channels is None:
+        cfg = getattr(model, "yaml", None)
+        channels = int(cfg.get("channels", 3)) if isinstance(cfg, dict) else 3
     seen = {}
     hooks = [m.register_forward_pre_hook(lambda m, a, i=i: seen.__setitem__(i, a[1].shape[2] * a[1].shape[3]))
              for i, m in enumerate(layers)]
@@ -70,7 +86,7 @@ def coarse_tokens(model: nn.Module, imgsz: tuple[int, int], channels: int = 3) -
 _CLAMP_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> {(k, (h, w)) checked}
 
 
-def warn_clamped(model: nn.Module, k: int, imgsz, channels: int | None = None) -> dict[int, int]:
+def warn_clamped(model: nn.Module, k: int, imgsz) -> dict[int, int]:
     """Warn once per model, ``k`` and image size where ``k`` exceeds some PST layers' coarse tokens at ``imgsz``.
 
     Such a layer attends to all of its coarse tokens (the forward clamps ``k`` to their count, silently, so that the
@@ -82,7 +98,6 @@ def warn_clamped(model: nn.Module, k: int, imgsz, channels: int | None = None) -
         model (nn.Module): The image model a run executes (an Ultralytics model: it has ``stride``).
         k (int): The largest K the run uses.
         imgsz (int | tuple | list): The run's image size (``imgsz``; an int is square).
-        channels (int | None): Input channels; None reads the model's YAML (3 if it has none).
 
     Returns:
         (dict[int, int]): ``{model row: coarse tokens}`` of the PST rows ``k`` exceeds (empty when already checked).
@@ -97,17 +112,14 @@ def warn_clamped(model: nn.Module, k: int, imgsz, channels: int | None = None) -
         >>> warn_clamped(nn.Sequential(nn.Conv2d(3, 8, 1)), 8, 64)  # no PST layer: nothing to check
         {}
     """
-    if not k or not attention_layers(model) or not hasattr(model, "stride"):
-        return {}  # no PST layer, or not an image model (a bare PST layer takes a pair of maps)
-    size = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(int(v) for v in imgsz)
-    size = size * 2 if len(size) == 1 else size[:2]
+    if not k or not hasattr(model, "stride"):
+        return {}  # not an image model (a bare PST layer takes a pair of maps)
+    size = image_hw(imgsz)
     checked = _CLAMP_CHECKED.setdefault(model, set())
-    if (k, size) in checked:
+    if (k, size) in checked:  # checked first: a predictor applies its value at every call
         return {}
     checked.add((k, size))
-    if channels is None:
-        channels = (getattr(model, "yaml", None) or {}).get("channels", 3)
-    tokens = coarse_tokens(model, size, channels)
+    tokens = coarse_tokens(model, size)
     names = [name for name, m in model.named_modules() if isinstance(m, PSTAttention)]
     rows = {}  # model row (the YAML's layer index) -> its coarse tokens
     for name, m in zip(names, tokens):
@@ -124,7 +136,7 @@ def warn_clamped(model: nn.Module, k: int, imgsz, channels: int | None = None) -
     return clamped
 
 
-def clamp_topk(model: nn.Module, imgsz: tuple[int, int], channels: int = 3) -> dict[int, tuple[int, int]]:
+def clamp_topk(model: nn.Module, imgsz: tuple[int, int], channels: int | None = None) -> dict[int, tuple[int, int]]:
     """Clamp each PST layer's ``topk`` to its coarse tokens at ``imgsz``, as validation does at run time.
 
     For exports: a traced graph pads the selection to ``topk`` entries instead of clamping, so without this an

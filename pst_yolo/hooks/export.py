@@ -25,7 +25,7 @@ from contextvars import ContextVar
 import torch
 import torch.nn as nn
 
-from ..topk import attention_layers, clamp_topk, get_topk
+from ..topk import attention_layers, clamp_topk, get_topk, image_hw
 from ._common import install
 from .topk import export_model
 
@@ -81,8 +81,7 @@ def _export_size(exporter, model) -> tuple[int, int]:
     from ultralytics.utils.checks import check_imgsz
 
     stride = int(max(getattr(model, "stride", torch.tensor([32])).max(), 32))
-    imgsz = check_imgsz(exporter.args.imgsz, stride=stride, min_dim=2)
-    return (imgsz[0], imgsz[1]) if len(imgsz) > 1 else (imgsz[0], imgsz[0])
+    return image_hw(check_imgsz(exporter.args.imgsz, stride=stride, min_dim=2))
 
 
 def _clamp_to_export_size(exporter, model, k: int, fmt: str) -> None:
@@ -93,9 +92,7 @@ def _clamp_to_export_size(exporter, model, k: int, fmt: str) -> None:
     from ..export.trt_ops import TOPK_MAX
 
     size = _export_size(exporter, model)
-    cfg = getattr(model, "yaml", None)
-    channels = int(cfg.get("channels", 3)) if isinstance(cfg, dict) else 3
-    changed = clamp_topk(model, size, channels)
+    changed = clamp_topk(model, size)  # input channels from the model's YAML
     if changed:
         after = ", ".join(str(v[1]) for v in changed.values())
         LOGGER.warning(f"PST: pst_topk={k} exceeds the coarse tokens of {len(changed)} PST layer(s) at imgsz "
