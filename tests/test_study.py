@@ -15,13 +15,13 @@ from pst_yolo import PST, PSTAttention
 from pst_yolo.coco import COCO_METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
-RESEARCH_PATH = str(ROOT / "scripts")  # pst_research is not installed: a subprocess importing it needs this path
 
 
 @pytest.fixture
 def research_env(cli_env) -> dict:
-    """cli_env for a ``python -c`` that imports pst_research (the scripts themselves find it beside them)."""
-    return dict(cli_env, PYTHONPATH=RESEARCH_PATH)
+    """cli_env for a ``python -c`` that imports pst_research, which is not installed (the scripts themselves find it
+    beside them)."""
+    return dict(cli_env, PYTHONPATH=str(ROOT / "scripts"))
 
 
 def fake_row(recipe, seed, k, ap, aps=0.1, budget="shapes e1 i64 b8 f0.1"):
@@ -176,7 +176,7 @@ def test_two_runners_share_the_work_without_training_a_cell_twice(tmp_path):
     assert len(list((tmp_path / "out" / "locks").rglob("*.lock"))) == 4
 
 
-def test_lock_refuses_a_second_live_runner_and_dies_with_its_holder(tmp_path):
+def test_lock_refuses_a_second_live_runner_and_dies_with_its_holder(tmp_path, research_env):
     import os
     import signal
     import subprocess
@@ -191,7 +191,7 @@ def test_lock_refuses_a_second_live_runner_and_dies_with_its_holder(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; from pst_research."
                                "study import StudyLock; lock = StudyLock(Path(sys.argv[1])).__enter__(); "
                                "print('held', flush=True); time.sleep(60)", str(tmp_path)], stdout=subprocess.PIPE,
-                              text=True, env=dict(os.environ, PYTHONPATH=RESEARCH_PATH))
+                              text=True, env=research_env)
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(RuntimeError, match=f"pid {holder.pid}"):
