@@ -62,8 +62,10 @@ __all__ = (
     "cap_detections",
     "category_ids",
     "check_masks",
+    "class_ap",
     "evaluate",
     "find_annotations",
+    "format_class_table",
     "format_table",
     "image_ids",
     "run_val",
@@ -463,8 +465,14 @@ def check_masks(coco_gt, img_ids: list[int], cat_ids: list[int], source: str = "
 
 
 def score(
-    coco_gt, results: list[dict], img_ids: list[int], cat_ids: list[int], iou_type: str = "bbox", use_cats: bool = True
-) -> dict[str, float]:
+    coco_gt,
+    results: list[dict],
+    img_ids: list[int],
+    cat_ids: list[int],
+    iou_type: str = "bbox",
+    use_cats: bool = True,
+    per_class: bool = False,
+) -> dict:
     """Score detections with pycocotools by the COCO protocol (bbox or segm, IoU .50:.05:.95, maxDets 1/10/100).
 
     Each image's :data:`MAX_DETS` highest-scoring detections across categories are scored (:func:`cap_detections`;
@@ -480,16 +488,20 @@ def score(
         use_cats (bool): False scores class-agnostically (pycocotools' ``useCats=0``): a detection matches any object
             of the ``cat_ids`` categories whatever its class, so the gap to the class-aware score is what wrong
             classes cost.
+        per_class (bool): Also return each category's AP (:func:`class_ap`) under ``class_AP`` (class-aware only).
 
     Returns:
         ``{metric: value}`` for :data:`COCO_METRICS` (pycocotools' -1 where a metric has no ground truth), whatever
-        the ``iou_type`` (the row keys of masks, :data:`MASK_METRICS`, are made by :func:`evaluate`).
+        the ``iou_type`` (the row keys of masks, :data:`MASK_METRICS`, are made by :func:`evaluate`); with
+        ``per_class``, also ``class_AP``: ``{category_id: AP}``.
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     if iou_type not in IOU_TYPES:
         raise ValueError(f"iou_type must be one of {list(IOU_TYPES)}, got {iou_type!r}")
+    if per_class and not use_cats:
+        raise ValueError("per_class needs use_cats=True: a class-agnostic score has no categories to split by")
     if iou_type == "segm":
         check_masks(coco_gt, img_ids, cat_ids)
     if not use_cats:  # useCats=0 ignores params.catIds: objects and boxes of categories not scored are left out here
@@ -520,11 +532,32 @@ def score(
         evaluator.accumulate()
         evaluator.summarize()
     LOGGER.debug(text.getvalue())
-    return dict(zip(COCO_METRICS, (float(x) for x in evaluator.stats)))
+    metrics = dict(zip(COCO_METRICS, (float(x) for x in evaluator.stats)))
+    if per_class:
+        metrics["class_AP"] = class_ap(evaluator)
+    return metrics
+
+
+def class_ap(evaluator) -> dict[int, float]:
+    """Each category's AP (IoU .50:.95, all areas, maxDets 100) of an accumulated pycocotools ``COCOeval``.
+
+    The same average that gives ``stats[0]``, taken over one category's slice of ``eval["precision"]``
+    (IoU thresholds x recall points x categories x areas x maxDets); -1 where the category has no ground truth.
+
+    Returns:
+        ``{category_id: AP}`` in ``params.catIds`` order.
+    """
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]  # area "all", the largest maxDets
+    out = {}
+    for i, cat in enumerate(evaluator.params.catIds):
+        p = precision[:, :, i]
+        p = p[p > -1]
+        out[int(cat)] = float(p.mean()) if p.size else -1.0
+    return out
 
 
 def evaluate(model, data: str, topks=(0,), ann: str | Path | None = None, class_agnostic: bool = False,
-             **kwargs) -> list[dict]:
+             per_class: bool = False, **kwargs) -> list[dict]:
     """Validate ``model`` once per ``pst_topk`` in ``topks`` and score each run with pycocotools.
 
     Args:
@@ -534,6 +567,8 @@ def evaluate(model, data: str, topks=(0,), ann: str | Path | None = None, class_
         ann (str | Path | None): COCO instances json; default: found by :func:`find_annotations`.
         class_agnostic (bool): Also score the same boxes with every class taken as one (:data:`AGNOSTIC_METRICS`,
             ``agnostic_AP`` ...): where it is far above ``AP``, the boxes are found and their classes are wrong.
+        per_class (bool): Also each class's box AP (pycocotools, IoU .50:.95): ``class_AP``, ``{class name: AP}``
+            in the model's class order (-1 for a class without objects in the split).
         **kwargs: Further ``YOLO.val`` arguments (``imgsz``, ``batch``, ``device`` ...).
 
     Returns:
@@ -544,7 +579,7 @@ def evaluate(model, data: str, topks=(0,), ann: str | Path | None = None, class_
         ``save_dir``). A segmentation model's rows also have the 12 :data:`MASK_METRICS` (``mask_AP`` ...: the same
         detections scored on their masks, after the box metrics), Ultralytics' ``ul_mask_mAP50-95`` and
         ``ul_mask_mAP50``, and ``mask_results`` (``coco_results_segm.json``). With ``class_agnostic``, also the 12
-        :data:`AGNOSTIC_METRICS` (boxes).
+        :data:`AGNOSTIC_METRICS` (boxes). With ``per_class``, also ``class_AP``.
 
     Raises:
         ValueError: If the json does not match the model's classes or the validated images, or (segmentation model)
@@ -581,7 +616,8 @@ def evaluate(model, data: str, topks=(0,), ann: str | Path | None = None, class_
             )
         results_json = run.save_dir / "coco_results.json"
         results_json.write_text(json.dumps(results), encoding="utf-8")
-        metrics = score(coco_gt, results, list(imgs.values()), list(cats.values()))
+        metrics = score(coco_gt, results, list(imgs.values()), list(cats.values()), per_class=per_class)
+        by_cat = metrics.pop("class_AP", None)
         row = {"pst_topk": run.pst_topk, **metrics}
         if class_agnostic:
             agnostic = score(coco_gt, results, list(imgs.values()), list(cats.values()), use_cats=False)
@@ -602,6 +638,8 @@ def evaluate(model, data: str, topks=(0,), ann: str | Path | None = None, class_
         row["results"] = str(results_json)
         if segm:
             row["mask_results"] = str(mask_json)
+        if by_cat is not None:
+            row["class_AP"] = {name: by_cat[cats[run.class_map[c]]] for c, name in run.names.items()}
         for kind in ("bbox", *(("segm",) if segm else ()), *(("class-agnostic",) if class_agnostic else ())):
             values = ", ".join(f"{m} {row[k]:.3f}" for m, k in zip(COCO_METRICS, TABLES[kind][0]))
             label = "bbox, class-agnostic" if kind == "class-agnostic" else kind
@@ -645,14 +683,43 @@ def format_table(rows: list[dict], iou_type: str = "bbox") -> str:
     return "\n".join(lines)
 
 
+def format_class_table(rows: list[dict]) -> str:
+    """One line per row of :func:`evaluate` with ``per_class``: ``pst_topk``, then each class's AP (a column per class,
+    headed by its name; ``-`` for a class without objects in the split).
+
+    Examples:
+        >>> print(format_class_table([{"pst_topk": 8, "class_AP": {"circle": 0.5, "square": -1.0}}]))
+           pst_topk      circle      square
+                  8       0.500           -
+    """
+    names = list(dict.fromkeys(n for r in rows for n in r.get("class_AP", {})))
+    lines = [" ".join(f"{c:>11}" for c in ("pst_topk", *names))]
+    for r in rows:
+        aps = r.get("class_AP", {})
+        cells = [f"{'-' if r.get('pst_topk') is None else r['pst_topk']:>11}"]
+        cells += [f"{aps[n]:11.3f}" if aps.get(n, -1) >= 0 else f"{'-':>11}" for n in names]
+        lines.append(" ".join(cells))
+    return "\n".join(lines)
+
+
+def _flat(row: dict) -> dict:
+    """A row for a CSV cell each: ``class_AP`` becomes one ``AP_<class>`` column per class."""
+    flat = {k: v for k, v in row.items() if k != "class_AP"}
+    flat.update({f"AP_{name}": ap for name, ap in row.get("class_AP", {}).items()})
+    return flat
+
+
 def save_rows(rows: list[dict], out: str | Path) -> tuple[Path, Path]:
-    """Write ``rows`` to ``out.json`` and ``out.csv`` (``out`` without suffix); returns both paths."""
+    """Write ``rows`` to ``out.json`` and ``out.csv`` (``out`` without suffix; per-class APs as ``AP_<class>``
+    columns); returns both paths."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = out.with_suffix(".json"), out.with_suffix(".csv")
     json_path.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    flat = [_flat(r) for r in rows]
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["pst_topk", *COCO_METRICS])
+        fields = list(dict.fromkeys(k for r in flat for k in r)) if flat else ["pst_topk", *COCO_METRICS]
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(flat)
     return json_path, csv_path

@@ -7,6 +7,7 @@ Examples:
     python scripts/eval_coco.py --model yolo11n-pst.pt --data coco --topk 0 4 8 16 --imgsz 640 --batch 32 --device 0
     python scripts/eval_coco.py --model best.pt --data my.yaml --ann path/to/instances_val.json --topk 0 8 conf=0.001
     python scripts/eval_coco.py --model best.pt --data shapes-context --imgsz 256 --class-agnostic  # boxes vs classes
+    python scripts/eval_coco.py --model best.pt --data shapes-context --imgsz 256 --per-class  # which classes
 
 Extra ``key=value`` arguments go to ``YOLO.val`` unchanged (as on the ``yolo`` command line). Results are printed as
 a table (COCO's 12 box metrics as fractions, plus Ultralytics' own mAP50-95 of the same detections) and written to
@@ -17,7 +18,8 @@ categories are scored; each run's folder keeps them as ``coco_results.json`` (CO
 ``coco_results_segm.json``), next to Ultralytics' ``predictions.json`` (all of its detections). ``--class-agnostic``
 scores the same boxes once more with every class taken as one (pycocotools' ``useCats=0``; a table of its own and the
 columns ``agnostic_AP`` ...): where it is far above the class-aware AP, the model finds the objects and gets their
-classes wrong. The library code is :mod:`pst_yolo.coco`.
+classes wrong. ``--per-class`` adds each class's AP (pycocotools, IoU .50:.95): one more table, ``class_AP`` in the
+JSON and ``AP_<class>`` columns in the CSV. The library code is :mod:`pst_yolo.coco`.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
     parser.add_argument("--device", default=None, help="e.g. cpu, 0, 0,1 (default: Ultralytics' choice)")
     parser.add_argument("--class-agnostic", action="store_true",
                         help="also score the boxes with every class taken as one (localisation without the class)")
+    parser.add_argument("--per-class", action="store_true", help="also each class's AP (IoU .50:.95)")
     parser.add_argument("--out", default="coco_eval", help="output path without suffix (.json and .csv written)")
     from pst_yolo.utils import parse_key_values
 
@@ -47,12 +50,12 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
 
 def main(argv=None) -> int:
     args, extra = parse_args(argv)
-    from pst_yolo.coco import AGNOSTIC_METRICS, MASK_METRICS, evaluate, format_table, save_rows
+    from pst_yolo.coco import AGNOSTIC_METRICS, MASK_METRICS, evaluate, format_class_table, format_table, save_rows
 
     if args.device is not None:
         extra["device"] = args.device
     rows = evaluate(args.model, args.data, args.topk, ann=args.ann, imgsz=args.imgsz, batch=args.batch,
-                    class_agnostic=args.class_agnostic, **extra)
+                    class_agnostic=args.class_agnostic, per_class=args.per_class, **extra)
     print(f"\nCOCO bbox metrics (pycocotools) of {args.model} on {args.data}, imgsz={args.imgsz}:")
     print(format_table(rows))
     if any(MASK_METRICS[0] in r for r in rows):  # a segmentation model
@@ -62,6 +65,9 @@ def main(argv=None) -> int:
         print(f"\nCOCO bbox metrics, class-agnostic (every class as one), of {args.model} on {args.data}, "
               f"imgsz={args.imgsz}:")
         print(format_table(rows, "class-agnostic"))
+    if args.per_class:
+        print(f"\nCOCO bbox AP (IoU .50:.95) per class of {args.model} on {args.data}, imgsz={args.imgsz}:")
+        print(format_class_table(rows))
     json_path, csv_path = save_rows(rows, args.out)
     print(f"saved {json_path} and {csv_path}")
     return 0

@@ -47,7 +47,10 @@ images, `nbs` = batch), seeds 0 1 2, every recipe ({recipes}). PST models are va
 interrupted training resumes from its `last.pt`. `--recipes` runs part of the matrix (same budget: the rows add up),
 e.g. the decisive cells first: `--recipes yolo11n pst-coarse pst-anyk`. Each row also holds the same boxes scored
 class-agnostically (`agnostic_AP` ...: finding the objects, whatever their class); rows scored before the runner
-recorded it have those columns empty (a CSV without them gets them, empty, when the next row is appended).
+recorded it have those columns empty (a CSV without them gets them, empty, when the next row is appended). Each
+class's AP of a row goes to the `_classes.csv` file beside the CSV (`accuracy_classes.csv` for `accuracy.csv`); a
+runner first scores per class the rows of its budget that lack them, from their weights in `--out` (where those still
+give the row's AP).
 
 Optimizer: AdamW at lr0 0.001 (momentum 0.9, bias warmup from 0) at every budget, which is what Ultralytics'
 `optimizer=auto` picks for these runs (up to 10000 iterations; the 100- and 200-epoch budgets have 3200 and 6400).

@@ -27,6 +27,7 @@ from pst_yolo.coco import (
     category_ids,
     evaluate,
     find_annotations,
+    format_class_table,
     format_table,
     image_ids,
     save_rows,
@@ -269,6 +270,28 @@ def test_class_agnostic_score_forgives_the_class_and_nothing_else(tmp_path):
         assert score(gt, right, ids, [cat], use_cats=False) == score(gt, right, ids, [cat])
 
 
+def test_per_class_ap_is_each_category_scored_alone(tmp_path):
+    """Each category's AP is what pycocotools gives when that category alone is scored, their mean is the AP, and
+    the swapped classes score 0 in each; a category without objects is -1 and left out of nothing else."""
+    gt = write_gt(tmp_path / "gt.json", HAND_IMAGES, HAND_GT, HAND_CATEGORIES)
+    cats = category_ids(gt.dataset["categories"], {0: "circle", 1: "square"}, [1, 2])
+    imgs = image_ids(gt.dataset["images"], list(HAND_FILES))
+    right = to_coco_results(HAND_DETS, cats, imgs)
+    ids, cat_list = list(imgs.values()), list(cats.values())
+    metrics = score(gt, right, ids, cat_list, per_class=True)
+    by_cat = metrics.pop("class_AP")
+    assert metrics == score(gt, right, ids, cat_list)  # the 12 metrics are unchanged
+    assert set(by_cat) == set(cat_list) and len(set(by_cat.values())) == 2  # the two classes score differently
+    for cat in cat_list:
+        assert by_cat[cat] == pytest.approx(score(gt, right, ids, [cat])["AP"], abs=1e-12)
+    assert sum(by_cat.values()) / 2 == pytest.approx(metrics["AP"], abs=1e-12)
+    swapped = to_coco_results([{**d, "category_id": 3 - d["category_id"]} for d in HAND_DETS], cats, imgs)
+    assert score(gt, swapped, ids, cat_list, per_class=True)["class_AP"] == dict.fromkeys(cat_list, 0.0)
+    assert score(gt, right, ids, [*cat_list, 99], per_class=True)["class_AP"][99] == -1.0  # no objects
+    with pytest.raises(ValueError, match="per_class needs use_cats=True"):
+        score(gt, right, ids, cat_list, use_cats=False, per_class=True)
+
+
 def box_mask_rle(box, h=100, w=100, form="str") -> dict:
     """The filled integer box ``[x, y, w, h]`` as a mask in COCO RLE: ``counts`` a string (as Ultralytics writes it),
     bytes (as pycocotools encodes it) or a list (uncompressed)."""
@@ -387,6 +410,15 @@ def test_format_and_save(tmp_path):
     assert json.loads(json_path.read_text()) == rows
     with open(csv_path) as f:
         assert [int(r["pst_topk"]) for r in csv.DictReader(f)] == [0, 8]
+    rows = [{**r, "class_AP": {"circle": 0.25 * r["pst_topk"], "big square": -1.0}} for r in rows]
+    classes = format_class_table(rows).splitlines()
+    assert classes[0].split() == ["pst_topk", "circle", "big", "square"] and classes[2].split() == ["8", "2.000", "-"]
+    json_path, csv_path = save_rows(rows, tmp_path / "out" / "coco")
+    assert json.loads(json_path.read_text()) == rows  # nested in the JSON, a column per class in the CSV
+    with open(csv_path) as f:
+        table = list(csv.DictReader(f))
+    assert [(r["AP_circle"], r["AP_big square"]) for r in table] == [("0.0", "-1.0"), ("2.0", "-1.0")]
+    assert "class_AP" not in table[0]
 
 
 # ---------------------------------------------------------------------------------------------------- agreement
@@ -487,9 +519,9 @@ def table_rows(stdout: str) -> list[list[str]]:
     return [line.split() for line in lines[head:] if line.split()[:1] and not line.startswith("saved")]
 
 
-def rescore(row: dict, use_cats: bool = True) -> dict:
+def rescore(row: dict, use_cats: bool = True, cat_ids: list[int] | None = None) -> dict:
     """The 12 metrics of a row's results json, scored here with pycocotools directly (not through pst_yolo.coco);
-    ``use_cats=False``: class-agnostic."""
+    ``use_cats=False``: class-agnostic; ``cat_ids``: those categories only."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -498,6 +530,8 @@ def rescore(row: dict, use_cats: bool = True) -> dict:
         gt = COCO(row["ann"])
         ev = COCOeval(gt, gt.loadRes(results), "bbox")
         ev.params.useCats = int(use_cats)
+        if cat_ids is not None:
+            ev.params.catIds = cat_ids
         ev.evaluate(), ev.accumulate(), ev.summarize()
     return dict(zip(COCO_METRICS, ev.stats.tolist()))
 
@@ -540,8 +574,10 @@ def test_eval_coco_script_agrees_with_ultralytics_on_noisy_detections(shapes_mod
     spec.loader.exec_module(script)
     monkeypatch.setattr(detect, "DetectionValidator", NoisyOracleValidator)  # what YOLO.val builds for detect
     assert script.main(["--model", str(shapes_model), "--data", "shapes", "--topk", "0", "8", "--imgsz", "128",
-                        "--out", str(tmp_path / "res"), "--class-agnostic", f"project={tmp_path}", "plots=False"]) == 0
+                        "--out", str(tmp_path / "res"), "--class-agnostic", "--per-class", f"project={tmp_path}",
+                        "plots=False"]) == 0
     printed = capsys.readouterr().out
+    printed, class_part = printed.split("COCO bbox AP (IoU .50:.95) per class")
     head, agnostic_part = printed.split("COCO bbox metrics, class-agnostic")
     table, agnostic_table = table_rows(head)[:3], table_rows(agnostic_part)  # header and one row per K each
     rows = json.loads((tmp_path / "res.json").read_text())
@@ -556,6 +592,14 @@ def test_eval_coco_script_agrees_with_ultralytics_on_noisy_detections(shapes_mod
         assert abs(r["AP50"] - r["ul_mAP50"]) <= 0.015, r
         assert cells[1] == f"{r['AP']:.3f}" and cells[13] == f"{r['ul_mAP50-95']:.3f}"
     assert {m: rows[0][m] for m in COCO_METRICS} == {m: rows[1][m] for m in COCO_METRICS}  # the oracle ignores K
+    class_table = table_rows(class_part)
+    assert class_table[0] == ["pst_topk", *SHAPES.values()]  # the model's classes, in its order
+    for r, cells in zip(rows, class_table[1:]):  # each class scored alone by pycocotools directly gives its AP
+        assert list(r["class_AP"]) == list(SHAPES.values())
+        assert cells[1:] == [f"{ap:.3f}" for ap in r["class_AP"].values()]
+        assert sum(r["class_AP"].values()) / len(SHAPES) == pytest.approx(r["AP"], abs=1e-12)
+        for cat, ap in enumerate(r["class_AP"].values(), 1):  # shapes' json: category_id = class + 1
+            assert ap == pytest.approx(rescore(r, cat_ids=[cat])["AP"], abs=1e-12)
 
 
 def test_eval_coco_bad_input(shapes_model, tmp_path):

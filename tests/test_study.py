@@ -105,6 +105,42 @@ def test_report_of_class_agnostic_ap_pairs_it_with_the_baseline(tmp_path):
     assert "Class-agnostic" not in study.write_report(plain, tmp_path / "plain.md").read_text()
 
 
+def test_report_says_which_runs_learned_the_context(tmp_path):
+    """A shapes-context study's report has a table of every run of every budget (PST at K = 0): its per-class APs and
+    how many classes it tells apart where they were recorded, else what its AP alone shows, and the epoch from which
+    its curve stays above 1/2; then how often each recipe learned it. A study on other data has no such section."""
+    short, long = "shapes-context e2 i64 b8 f0.1", "shapes-context e4 i64 b8 f0.1"
+    csv_path = tmp_path / "ctx.csv"
+    rows = [("yolo11n", 0, None, 0.62, long), ("yolo11n", 1, None, 0.30, long), ("pst-anyk", 0, 0, 0.84, long),
+            ("pst-anyk", 0, 8, 0.10, long), ("pst-anyk", 1, 0, 0.45, long), ("yolo11n", 0, None, 0.55, short)]
+    for recipe, seed, k, ap, budget in rows:
+        study._append_row(csv_path, {**fake_row(recipe, seed, k, ap, budget=budget), "agnostic_AP": 0.9})
+    for recipe, seed, k, aps in [("yolo11n", 0, None, (0.86, 0.84, 0.16)), ("pst-anyk", 0, 0, (0.85, 0.84, 0.83)),
+                                 ("pst-anyk", 0, 8, (0.1, 0.1, 0.1))]:
+        study._append_class_rows(csv_path, fake_row(recipe, seed, k, 0, budget=long),
+                                 dict(zip(("mark-in-circle", "mark-in-square", "mark-in-triangle"), aps)))
+    curves = study.curves_csv(csv_path)
+    curves.write_text("budget,recipe,seed,epoch,mAP50-95,mAP50\n" + "".join(
+        f"{long},{r},{s},{e},{m},0\n" for r, s, ms in [("yolo11n", 0, (0.3, 0.6, 0.4, 0.62)), ("pst-anyk", 0,
+                                                        (0.3, 0.51, 0.7, 0.84))] for e, m in enumerate(ms, 1)))
+    text = study.write_report(csv_path, tmp_path / "ctx.md").read_text()
+    section = text.split("## Did each run learn the context?")[1].split("\n## ")[0]
+    assert "| 2 | yolo11n | 0 | 0.550 | 0.900 | – / – / – | ≥ 1 of 3 | – |" in section  # AP alone; no curve
+    assert "| 4 | yolo11n | 0 | 0.620 | 0.900 | 0.860 / 0.840 / 0.160 | 2 of 3 | 4 |" in section
+    assert "| 4 | yolo11n | 1 | 0.300 | 0.900 | – / – / – | AP at chance | – |" in section
+    assert "| 4 | pst-anyk | 0 | 0.840 | 0.900 | 0.850 / 0.840 / 0.830 | 3 of 3 | 2 |" in section
+    assert "| 4 | pst-anyk | 1 | 0.450 | 0.900 | – / – / – | ? | – |" in section
+    assert "AP per class (mark-in-circle / mark-in-square / mark-in-triangle)" in section
+    assert "| 8 |" not in section  # K = 8 rows are not runs of their own
+    assert ("- 4 epochs, yolo11n: at least one class told apart in 1 of 2 runs (AP 0.620; from epoch 4); every class "
+            "in 0 of 1 runs with per-class APs") in section
+    assert ("- 4 epochs, pst-anyk: at least one class told apart in 1 of 2 runs (AP 0.840; from epoch 2); every "
+            "class in 1 of 1 runs with per-class APs") in section
+    assert "- 2 epochs, yolo11n: at least one class told apart in 1 of 1 runs (AP 0.550)" in section
+    study._append_row(plain := tmp_path / "plain.csv", fake_row("yolo11n", 0, None, 0.4))
+    assert "learn the context" not in study.write_report(plain, tmp_path / "plain.md").read_text()
+
+
 def test_run_study_never_redoes_a_finished_row(tmp_path, monkeypatch):
     """Rows already in the CSV are skipped; only missing (recipe, seed, K) cells train and validate."""
     budget = study.Budget("shapes", 1, 64, 8, 0.1)
@@ -458,7 +494,24 @@ print("ADDED", added)
     rows = study.read_rows(tmp_path / "s.csv")
     assert [(r["recipe"], r["pst_topk"]) for r in rows] == [("pst-anyk", "0"), ("pst-anyk", "8")]
     assert all(0 <= r["agnostic_AP"] <= 1 and 0 <= r["agnostic_AR100"] <= 1 for r in rows)  # scored, not left empty
+    classes = study.read_class_aps(study.classes_csv(tmp_path / "s.csv"))  # each row's classes, beside the CSV
+    assert list(classes) == [study._key(r) for r in rows]
+    for r in rows:  # the six shapes classes, all in the val split: their mean is the AP
+        assert list(classes[study._key(r)]) == ["circle", "square", "triangle", "star", "cross", "ring"]
+        assert sum(classes[study._key(r)].values()) / 6 == pytest.approx(r["AP"], abs=1e-9)
     assert "ADDED 0" in runner("live").stdout  # nothing left to do
+
+    # rows without per-class APs (an older runner's, or a runner stopped between a row and its classes) are scored
+    # again from their weights by the next runner, only where the weights still give the row's AP
+    written = study.classes_csv(tmp_path / "s.csv").read_text()
+    study.classes_csv(tmp_path / "s.csv").unlink()
+    lines = (tmp_path / "s.csv").read_text().splitlines()
+    ap = f"{rows[1]['AP']!r}"
+    assert lines[2].count(ap) >= 1
+    (tmp_path / "s.csv").write_text("\n".join([*lines[:2], lines[2].replace(ap, "0.999", 1)]) + "\n")  # K 8's
+    assert study.record_classes(tmp_path / "s.csv", tmp_path / "work", study.Budget(**budget)) == 1
+    assert study.classes_csv(tmp_path / "s.csv").read_text() == "\n".join(written.splitlines()[:7]) + "\n"
+    assert study.record_classes(tmp_path / "s.csv", tmp_path / "work", study.Budget(**budget)) == 0  # K 8: refused
 
 
 def test_killed_runner_logs_its_invocation(tmp_path, cli_env):

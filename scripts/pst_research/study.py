@@ -42,6 +42,8 @@ __all__ = (
     "Budget",
     "Recipe",
     "StudyLock",
+    "classes_csv",
+    "context_runs",
     "converged_epochs",
     "curves_csv",
     "epoch_chain",
@@ -49,7 +51,9 @@ __all__ = (
     "longer_budget",
     "paired_differences",
     "plateau",
+    "read_class_aps",
     "read_rows",
+    "record_classes",
     "record_curves",
     "run_study",
     "shareable_command",
@@ -206,6 +210,9 @@ KEY = ("budget", "recipe", "seed", "pst_topk")
 # new columns go at the end: a row an older runner appends (without them) to a migrated file still lines up
 COLUMNS = (*KEY, "model", *COCO_METRICS, "ul_mAP50-95", "ul_mAP50", "ms_per_image", "train_s", "train_cpu_s",
            "eval_s", "resumed", "weights", "commit", "torch", "ultralytics", "machine", "finished", *AGNOSTIC_METRICS)
+
+
+CLASS_COLUMNS = (*KEY, "class", "AP")  # the per-class CSV beside a study CSV: one row per (row of the study, class)
 
 
 def _key(row: dict) -> tuple[str, ...]:
@@ -503,23 +510,92 @@ def _relative(path: str | Path, base: str | Path) -> str:
 
 
 def _cell_rows(recipe, seed, budget, out, missing, env, facts, weights) -> list[dict]:
-    """Validate ``weights`` at the ``missing`` pst_topk values and score them: one row each."""
-    from pst_yolo.coco import evaluate
-
+    """Validate ``weights`` at the ``missing`` pst_topk values and score them: one row each (with ``class_AP``, each
+    class's AP, which goes to the per-class CSV)."""
     rows = []
     for k in missing:
         t0 = time.time()
-        name = f"{recipe.name}_seed{seed}_k{'' if k is None else k}"
-        (r,) = evaluate(str(weights), budget.data, topks=(k,), imgsz=budget.imgsz, batch=32, plots=False,
-                        workers=budget.workers, project=str(out / "val"), name=name, exist_ok=True, verbose=False,
-                        class_agnostic=True)
+        r = _score(weights, budget, out, f"{recipe.name}_seed{seed}_k{'' if k is None else k}", k, class_agnostic=True)
         metrics = (*COCO_METRICS, *AGNOSTIC_METRICS, "ul_mAP50-95", "ul_mAP50", "ms_per_image")
         rows.append({**{m: r[m] for m in metrics}, **facts, **env,
                      "budget": budget.key(), "recipe": recipe.name, "seed": seed, "model": recipe.model,
                      "pst_topk": "" if k is None else k, "eval_s": round(time.time() - t0, 1),
                      "weights": _relative(weights, out),
-                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "class_AP": r["class_AP"]})
     return rows
+
+
+def _score(weights, budget: Budget, out: Path, name: str, k, **kwargs) -> dict:
+    """One validation of ``weights`` at ``pst_topk`` ``k`` on the budget's val split, scored by pycocotools with each
+    class's AP (``class_AP``); the outputs go to ``out/val/name``."""
+    from pst_yolo.coco import evaluate
+
+    (r,) = evaluate(str(weights), budget.data, topks=(k,), imgsz=budget.imgsz, batch=32, plots=False,
+                    workers=budget.workers, project=str(out / "val"), name=name, exist_ok=True, verbose=False,
+                    per_class=True, **kwargs)
+    return r
+
+
+def classes_csv(csv_path: str | Path) -> Path:
+    """The per-class AP CSV kept beside a study CSV: ``accuracy.csv`` -> ``accuracy_classes.csv``."""
+    csv_path = Path(csv_path)
+    return csv_path.with_name(f"{csv_path.stem}_classes.csv")
+
+
+def _append_class_rows(csv_path: Path, row: dict, class_ap: dict[str, float]) -> None:
+    """Append each class's AP of one study row to the per-class CSV (:data:`CLASS_COLUMNS`)."""
+    for name, ap in class_ap.items():
+        append_csv_row(classes_csv(csv_path), {**{k: row[k] for k in KEY}, "class": name, "AP": ap}, CLASS_COLUMNS)
+
+
+def read_class_aps(path: str | Path) -> dict[tuple[str, ...], dict[str, float]]:
+    """``{row key: {class: AP}}`` of a per-class CSV (:func:`classes_csv`); empty if it does not exist."""
+    out = {}
+    for r in read_csv_rows(path, ("AP",)):
+        out.setdefault(_key(r), {})[r["class"]] = r["AP"]
+    return out
+
+
+AP_MATCH = 1e-4  # a row's AP and the AP of the same weights scored again agree this closely (the scores are the same)
+
+
+def record_classes(csv_path: str | Path, out: str | Path, budget: Budget) -> int:
+    """Score per class every row of ``budget`` in the study CSV that has no per-class rows yet and whose weights are
+    in the work directory ``out``: rows written before the runner recorded per-class APs, or by a runner stopped
+    between a row and its classes.
+
+    The weights are validated again as the row was (same K, imgsz, batch); the classes are recorded only if that
+    validation's AP is the row's (within :data:`AP_MATCH`), i.e. the weights are the ones the row scored. One runner
+    does this at a time (a lock in ``out``); another one skips it.
+
+    Returns:
+        The number of rows scored per class.
+    """
+    csv_path, out = Path(csv_path), Path(out)
+    have = read_class_aps(classes_csv(csv_path))
+    todo = [r for r in read_rows(csv_path) if r["budget"] == budget.key() and _key(r) not in have
+            and r.get("weights") and (out / r["weights"]).is_file()]
+    if not todo:
+        return 0
+    done = 0
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(StudyLock(out, f"{budget.key().replace(' ', '_')}/classes"))
+        except RuntimeError:
+            return 0  # another runner scores them
+        have = read_class_aps(classes_csv(csv_path))  # again under the lock
+        for row in todo:
+            if _key(row) in have:
+                continue
+            k = None if row["pst_topk"] == "" else int(row["pst_topk"])
+            r = _score(out / row["weights"], budget, out, f"{row['recipe']}_seed{row['seed']}_k{row['pst_topk']}", k)
+            if abs(r["AP"] - row["AP"]) > AP_MATCH:
+                LOGGER.warning(f"study: {row['weights']} scores AP {r['AP']:.4f} now, its row says {row['AP']:.4f}: "
+                               "not the weights the row scored; its per-class APs are not recorded")
+                continue
+            _append_class_rows(csv_path, row, r["class_AP"])
+            done += 1
+    return done
 
 
 def run_study(recipes: list[str], seeds: list[int], budget: Budget, csv_path: str | Path, out: str | Path,
@@ -546,8 +622,12 @@ def run_study(recipes: list[str], seeds: list[int], budget: Budget, csv_path: st
     csv_path, out = Path(csv_path), Path(out).resolve()  # relative: against the working directory, as a user means it
     added = 0
     try:
+        if scored := record_classes(csv_path, out, budget):
+            LOGGER.info(f"study: {scored} earlier rows scored per class ({classes_csv(csv_path).name})")
         for row in _new_rows(recipes, seeds, budget, csv_path, out, topks):
+            class_ap = row.pop("class_AP", {})
             _append_row(csv_path, row)
+            _append_class_rows(csv_path, row, class_ap)
             added += 1
     except KeyboardInterrupt as e:
         e.rows_added = added
@@ -935,8 +1015,9 @@ def write_report(csv_path: str | Path, md_path: str | Path, out: str | Path | No
                          f"{_fmt(*d_aps[:2], signed=True)} | {d_ap[2]} ({d_ap[3]}) |")
 
     lines += _agnostic_section(rows)
-    lines += _anyk_section(rows)
     curves_path = curves_csv(csv_path)
+    lines += _context_section(all_rows, csv_path, out, curves_path)
+    lines += _anyk_section(rows)
     if out is not None:
         record_curves(curves_path, out, budgets)
         lines += _curves_section(out, budget, md_path, curves_path)
@@ -1278,6 +1359,129 @@ def _agnostic_section(rows: list[dict]) -> list[str]:
         paired = f"{_fmt(*d[:2], signed=True)} | {d[2]} ({d[3]})" if d[2] else "– | –"
         lines.append(f"| {name} | {'–' if k is None else k} | {agnostic[(name, k)][2]} | "
                      f"{_fmt(*agnostic[(name, k)][:2])} | {_fmt(*gap[(name, k)][:2], signed=True)} | {paired} |")
+    return lines
+
+
+TOLD_APART = 0.5  # a class's AP above this: told apart from every other class (see context_runs)
+
+
+def _learned_from(curve: list[float], level: float) -> int | None:
+    """The first epoch (1-based) from which every value of ``curve`` is above ``level``; None if the last is not.
+
+    Examples:
+        >>> _learned_from([0.1, 0.6, 0.2, 0.6, 0.7], 0.5)
+        4
+        >>> _learned_from([0.6, 0.4], 0.5) is None
+        True
+    """
+    epoch = None
+    for i in range(len(curve) - 1, -1, -1):
+        if not curve[i] > level:
+            break
+        epoch = i + 1
+    return epoch
+
+
+def context_runs(all_rows: list[dict], class_aps: dict, curves: dict[str, dict[str, dict[int, list[float]]]]
+                 ) -> list[dict]:
+    """Which classes each run tells apart on a set of balanced classes that only context separates (shapes-context):
+    one dict per ``(budget, recipe, seed)`` of the rows (a stock model's row, a PST model's at K = 0).
+
+    The ceilings that decide it: when a detector cannot tell a class from the others, the boxes it ranks for that
+    class are of every class alike, so at any recall only that class's share of them is right, and the class's AP is
+    at most 1/n of n balanced classes (1/3 here); when it confuses the class with one other class only, at most 1/2.
+    A class whose own AP is above :data:`TOLD_APART` (1/2) is therefore told apart from every other one
+    (``told_apart`` counts them). Without per-class APs the run's AP says less: above 1/2, at least one class is told
+    apart (``at_least`` 1); at most 1/n, it is where a run that tells none apart would be (``at_chance``). ``epoch``
+    is the first epoch from which the run's val mAP50-95 curve stays above 1/2: from then on it tells at least one
+    class apart.
+
+    Args:
+        all_rows (list[dict]): Study rows (any budgets).
+        class_aps (dict): ``{row key: {class: AP}}`` (:func:`read_class_aps`).
+        curves (dict): ``{budget: {recipe: {seed: val mAP50-95 per epoch}}}`` (:func:`learning_curves`).
+
+    Returns:
+        Dicts with ``budget``, ``epochs``, ``recipe``, ``seed``, ``AP``, ``agnostic_AP``, ``classes`` (``{class:
+        AP}``, empty where not recorded), ``n_classes``, ``told_apart`` (None without per-class APs), ``at_least``
+        (the fewest classes it surely tells apart), ``at_chance`` (AP ≤ 1/n) and ``epoch`` (None without a curve, or
+        where the curve does not end above 1/2).
+
+    Examples:
+        >>> rows = [{"budget": "shapes-context e200 i256 b16 f1.0", "recipe": "yolo11n", "seed": "0",
+        ...          "pst_topk": "", "AP": 0.62, "agnostic_AP": 0.86}]
+        >>> key = ("shapes-context e200 i256 b16 f1.0", "yolo11n", "0", "")
+        >>> (run,) = context_runs(rows, {key: {"a": 0.84, "b": 0.86, "c": 0.16}},
+        ...                       {rows[0]["budget"]: {"yolo11n": {0: [0.2, 0.55, 0.4, 0.58, 0.62]}}})
+        >>> run["told_apart"], run["epoch"]
+        (2, 4)
+    """
+    runs = []
+    for r in all_rows:
+        k = _k(r)
+        if k not in (None, 0):
+            continue
+        classes = class_aps.get(_key(r), {})
+        n = len(classes) or 3  # the classes of shapes-context where the CSV has none
+        told = sum(ap > TOLD_APART for ap in classes.values()) if classes else None
+        curve = curves.get(r["budget"], {}).get(r["recipe"], {}).get(int(r["seed"]))
+        parsed = _with_epochs(r["budget"])
+        runs.append({"budget": r["budget"], "epochs": parsed and parsed[1], "recipe": r["recipe"],
+                     "seed": int(r["seed"]), "AP": r["AP"], "agnostic_AP": r.get("agnostic_AP", math.nan),
+                     "classes": classes, "n_classes": n, "told_apart": told,
+                     "at_least": told if told is not None else int(r["AP"] > TOLD_APART),
+                     "at_chance": r["AP"] <= 1 / n,
+                     "epoch": _learned_from(curve, TOLD_APART) if curve else None})
+    return sorted(runs, key=lambda c: (c["epochs"] or 0, RECIPES.get(c["recipe"], Recipe("", "")).baseline
+                                       is not None, c["recipe"], c["seed"]))
+
+
+def _context_section(all_rows: list[dict], csv_path: Path, out, curves_path: Path) -> list[str]:
+    """Which runs learned the context (:func:`context_runs`): a table of every run of every budget of a
+    ``shapes-context`` study, and how often each recipe learned it at each budget."""
+    budgets = sorted({r["budget"] for r in all_rows if r["budget"].startswith("shapes-context ")})
+    if not budgets:
+        return []
+    curves = {b: learning_curves(out, b, curves_path) for b in budgets}
+    runs = context_runs([r for r in all_rows if r["budget"] in budgets], read_class_aps(classes_csv(csv_path)), curves)
+    names = list(dict.fromkeys(n for c in runs for n in c["classes"]))
+    lines = ["", "## Did each run learn the context?", "",
+             "A mark's class is decided only by the shape around it. When a detector cannot tell a class from the "
+             "others, the boxes it ranks for that class are of every class alike, so that class's AP is at most its "
+             "share of the marks, 1/3; confusing it with one other class only, at most 1/2. A class whose AP is above "
+             f"{TOLD_APART} is therefore **told apart** from every other one (its boxes found and classed by the "
+             "context). Runs without per-class APs: AP above 1/2 means at least one class is told apart; AP ≤ 1/3 is "
+             "where a run that tells none apart would be (at chance). "
+             f"**From epoch**: the first epoch from which Ultralytics' val mAP50-95 stays above {TOLD_APART} (at "
+             "least one class told apart from then on). The class-agnostic AP is how well the marks are found, "
+             "whatever their class (a model that hedges between classes also loses some of it to its duplicate "
+             "boxes). Stock models as trained, PST models at K = 0; every budget of the CSV.", "",
+             f"| epochs | recipe | seed | AP | class-agnostic AP | AP per class ({' / '.join(names) or '–'}) "
+             "| classes told apart | from epoch |",
+             "|---:|---|---:|---:|---:|---|---:|---:|"]
+    for c in runs:
+        per_class = " / ".join(f"{c['classes'][n]:.3f}" if n in c["classes"] else "–" for n in names) or "–"
+        told = (f"{c['told_apart']} of {c['n_classes']}" if c["told_apart"] is not None
+                else f"≥ {c['at_least']} of {c['n_classes']}" if c["at_least"] else "AP at chance" if c["at_chance"]
+                else "?")
+        lines.append(f"| {c['epochs']} | {c['recipe']} | {c['seed']} | {c['AP']:.3f} | "
+                     f"{_fmt(c['agnostic_AP'], math.nan)} | {per_class} | {told} | {c['epoch'] or '–'} |")
+    lines += ["", "How often each recipe learned it:", ""]
+    groups = {}
+    for c in runs:
+        groups.setdefault((c["epochs"], c["recipe"]), []).append(c)
+    for (epochs, recipe), group in groups.items():
+        some = [c for c in group if c["at_least"]]
+        every = [c for c in group if c["told_apart"] == c["n_classes"]]
+        known = [c for c in group if c["classes"]]
+        text = f"- {epochs} epochs, {recipe}: at least one class told apart in {len(some)} of {len(group)} runs"
+        if some:
+            text += f" (AP {', '.join(format(c['AP'], '.3f') for c in some)}"
+            when = [str(c["epoch"]) for c in some if c["epoch"]]
+            text += f"; from epoch {', '.join(when)})" if when else ")"
+        if known:
+            text += f"; every class in {len(every)} of {len(known)} runs with per-class APs"
+        lines.append(text)
     return lines
 
 
