@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from .nn import PSTAttention
+from .topk import image_hw
 
 __all__ = ("attention_flops", "layer_attention_flops")
 
@@ -89,7 +90,7 @@ def attention_flops(model: nn.Module, imgsz: int | tuple[int, int] = 640, topk: 
         >>> [(r["fine_hw"], r["heads"], round(r["total"] / 1e9, 3)) for r in attention_flops(model, 640, topk=0)]
         [((40, 40), 2, 0.164), ((80, 80), 1, 1.311)]
     """
-    h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
+    h, w = image_hw(imgsz)
     layers = [(name, m) for name, m in model.named_modules() if isinstance(m, PSTAttention)]
     if not layers:
         raise ValueError(f"attention_flops: {type(model).__name__} has no PST layers")

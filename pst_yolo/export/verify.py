@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..topk import image_hw
+
 __all__ = (
     "compare_outputs",
     "gather_index_ranges",
@@ -35,7 +37,7 @@ def letterbox_images(paths, imgsz: int | tuple[int, int]) -> np.ndarray:
     import cv2
     from ultralytics.data.augment import LetterBox
 
-    shape = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
+    shape = image_hw(imgsz)
     box = LetterBox(shape, auto=False)
     batch = []
     for p in paths:
