@@ -137,6 +137,8 @@ def test_report_says_which_runs_learned_the_context(tmp_path):
     assert ("- 4 epochs, pst-anyk: at least one class told apart in 1 of 2 runs (AP 0.840; from epoch 2); every "
             "class in 1 of 1 runs with per-class APs") in section
     assert "- 2 epochs, yolo11n: at least one class told apart in 1 of 1 runs (AP 0.550)" in section
+    assert ("Fine attention on the same weights (Δ AP against K = 0, mean ± std over runs): 4 epochs, pst-anyk "
+            "K = 8: -0.7400 (1 run).") in section
     study._append_row(plain := tmp_path / "plain.csv", fake_row("yolo11n", 0, None, 0.4))
     assert "learn the context" not in study.write_report(plain, tmp_path / "plain.md").read_text()
 

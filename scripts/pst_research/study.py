@@ -1495,6 +1495,19 @@ def _context_section(all_rows: list[dict], csv_path: Path, out, curves_path: Pat
         if known:
             text += f"; every class in {len(every)} of {len(known)} runs with per-class APs"
         lines.append(text)
+    fine = []
+    for budget in budgets:  # does fine attention add anything? each K against K = 0, the same weights
+        rows = [r for r in all_rows if r["budget"] == budget]
+        parsed = _with_epochs(budget)
+        for name in sorted({r["recipe"] for r in rows if _k(r) == 0}):
+            for k in sorted({_k(r) for r in rows if r["recipe"] == name and _k(r)}):
+                d = paired_differences(rows, (name, k), (name, 0))
+                if d[2]:
+                    fine.append(f"{parsed and parsed[1]} epochs, {name} K = {k}: {_fmt(*d[:2], signed=True)} "
+                                f"({d[2]} run{'' if d[2] == 1 else 's'})")
+    if fine:
+        lines += ["", "Fine attention on the same weights (Δ AP against K = 0, mean ± std over runs): "
+                  + "; ".join(fine) + "."]
     return lines
 
 
