@@ -538,8 +538,13 @@ def _score(weights, budget: Budget, out: Path, name: str, k, **kwargs) -> dict:
 
 def classes_csv(csv_path: str | Path) -> Path:
     """The per-class AP CSV kept beside a study CSV: ``accuracy.csv`` -> ``accuracy_classes.csv``."""
+    return _beside(csv_path, "classes")
+
+
+def _beside(csv_path: str | Path, part: str) -> Path:
+    """A CSV kept beside a study CSV, named after it: ``accuracy.csv``, ``curves`` -> ``accuracy_curves.csv``."""
     csv_path = Path(csv_path)
-    return csv_path.with_name(f"{csv_path.stem}_classes.csv")
+    return csv_path.with_name(f"{csv_path.stem}_{part}.csv")
 
 
 def _append_class_rows(csv_path: Path, row: dict, class_ap: dict[str, float]) -> None:
@@ -739,8 +744,7 @@ CURVE_COLUMNS = ("budget", "recipe", "seed", "epoch", "mAP50-95", "mAP50")
 
 def curves_csv(csv_path: str | Path) -> Path:
     """The per-epoch curves CSV kept beside a study CSV: ``accuracy.csv`` -> ``accuracy_curves.csv``."""
-    csv_path = Path(csv_path)
-    return csv_path.with_name(f"{csv_path.stem}_curves.csv")
+    return _beside(csv_path, "curves")
 
 
 def _runs_dir(out: str | Path, budget_key: str) -> Path:
