@@ -1,11 +1,12 @@
-"""torch.compile with PST: no graph break inside PST layers (train and eval, K 0 and 8), and a compile=True any-K
-training through Ultralytics' trainer.
+"""torch.compile with PST: no graph break inside PST layers (train and eval, K 0 and 8), a compile=True any-K
+training through Ultralytics' trainer, and inductor's generated code equal to eager on a PST layer.
 
-Inductor's code generation takes ~7 minutes for yolo11n-pst on 2 CPU cores, so the training test compiles with the
-``aot_eager`` backend (the same Dynamo capture and AOT autograd graphs, run eagerly): what it checks, the graphs and
-their breaks, is decided before code generation.
+Inductor's code generation takes ~8 minutes for yolo11n-pst on 2 CPU cores (with an empty cache), so the training test
+compiles with the ``aot_eager`` backend (the same Dynamo capture and AOT autograd graphs, run eagerly): what it checks,
+the graphs and their breaks, is decided before code generation. Inductor itself runs on one PST layer.
 """
 
+import copy
 import sys
 
 import pytest
@@ -47,12 +48,15 @@ def test_anyk_draws_outside_the_forward():
 
 
 TRAIN = """
-import functools, sys, torch
+import sys, torch
 from torch._dynamo.utils import counters
 import pst_yolo
 from ultralytics import YOLO
 
-torch.compile = functools.partial(torch.compile, backend="aot_eager")  # Dynamo + AOT autograd, no inductor codegen
+# Dynamo + AOT autograd, no inductor codegen. Ultralytics passes backend="inductor" itself, so the backend is replaced
+# in the call (a functools.partial default would be overridden by it).
+compile_ = torch.compile
+torch.compile = lambda model, **kwargs: compile_(model, **{**kwargs, "backend": "aot_eager"})
 ks = []
 model = YOLO("yolo11n-pst.yaml")
 model.add_callback("on_train_batch_end", lambda t: ks.append(t.model.model[13].m[0].attn.topk_step))
@@ -69,6 +73,56 @@ def test_compile_true_anyk_training(cli_env, tmp_path):
     line = next(line for line in out.splitlines() if line.startswith("KS"))
     assert "compile complete" in out
     assert line == "KS [0, 0, 8] BREAKS 0 GRAPHS 2 FINITE True", line  # one graph per K, both K ran
+    assert "inductor" not in out.lower()  # the backend replacement held (inductor would take minutes)
+
+
+def grads(m):
+    """Each parameter's gradient (zeros where the K left it unused), then cleared."""
+    out = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in m.parameters()]
+    m.zero_grad(set_to_none=True)
+    return out
+
+
+# conv_kv's parameters in a K > 0 training step under inductor: its fine path folds the BatchNorm running
+# statistics that the same forward has just updated, and inductor's backward (AOT autograd's min-cut partitioner)
+# recomputes that update from the buffer after the forward wrote it back, i.e. applies the update twice. A PyTorch bug
+# (open fix: https://github.com/pytorch/pytorch/pull/197039); aot_eager and eager agree exactly. The error scales with
+# BatchNorm's momentum (Ultralytics' 0.03: ~0.8% of the largest gradient; none at momentum 0).
+STALE_READ = ("m.0.attn.conv_kv.conv.weight", "m.0.attn.conv_kv.bn.weight")
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_inductor_matches_eager(mode, tmp_path, monkeypatch):
+    """Inductor's CPU code for a PST layer (the CPU stand-in for the GPU's generated kernels) gives eager's output at
+    K = 0 and K = 8, one compiled module serving both K (a recompile, not a stale graph); in training mode the
+    BatchNorm running statistics and the gradients agree too (conv_kv's within the PyTorch bug above)."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # generated here, not read from an earlier run
+    torch.manual_seed(0)
+    eager = PST(64, 64, 64, n=1).train(mode == "train")
+    inductor = copy.deepcopy(eager)  # its own BatchNorm statistics, which a training forward updates
+    x, u = torch.randn(2, 64, 16, 12), torch.randn(2, 64, 8, 6)
+    dynamo.reset()
+    compiled = torch.compile(inductor, backend="inductor")
+    for k in (0, 8):
+        if mode == "train":
+            for m in (eager, inductor):
+                set_topk_train(m, (k,), verbose=False)
+                advance_topk_train(m)
+            got, ref = compiled([x, u]), eager([x, u])
+            got.square().mean().backward()
+            ref.square().mean().backward()
+            torch.testing.assert_close(list(inductor.buffers()), list(eager.buffers()), rtol=1e-5, atol=1e-6)
+            for (name, _), g, r in zip(eager.named_parameters(), grads(inductor), grads(eager)):
+                if k and name in STALE_READ:
+                    assert (g - r).abs().max() <= 0.02 * r.abs().max(), name
+                else:
+                    torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5, msg=name)
+        else:
+            for m in (eager, inductor):
+                set_topk(m, k, verbose=False)
+            with torch.no_grad():
+                got, ref = compiled([x, u]), eager([x, u])
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
 
 
 def test_no_forward_copies_host_data_after_the_first_call(monkeypatch):
