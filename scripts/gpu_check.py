@@ -13,6 +13,7 @@ Two steps, because the GPU machines this project borrows have PyTorch but neithe
 Sections (``--sections``, each independent: one that raises is reported with its one-line message and the others
 still run; the exit code is 1 if any failed): ``train`` any-K AMP training of yolo11n-pst on shapes; ``val`` its
 mAP50-95 at pst_topk 0 and 8 in half and fp32; ``sdpa`` the SDPA backends forward and backward at K 8 and 16;
+``compile`` a ``compile=True`` any-K training through the trainer, then inductor against eager on the detector;
 ``determinism`` two ``deterministic=True`` trainings with one seed; ``latency`` CUDA eager latency of yolo11n-pst
 against yolo11n at 640; ``tensorrt`` fp16 engines at pst_topk 0 and 8 where TensorRT is importable.
 
@@ -110,6 +111,7 @@ SECTIONS = {  # name -> title, in the order they run and are reported
     "train": "Any-K AMP training",
     "val": "Validation at K 0 and 8, half and fp32",
     "sdpa": "SDPA backends, forward and backward",
+    "compile": "compile=True any-K training; inductor against eager",
     "determinism": "Two deterministic=True trainings, one seed",
     "latency": "CUDA eager latency at 640",
     "tensorrt": "TensorRT fp16 engines",

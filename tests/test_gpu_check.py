@@ -1,7 +1,8 @@
 """scripts/gpu_check.py on the CPU: arguments, the no-GPU exit, wheels, the report, and its measurement functions.
 
 The sections need a CUDA GPU; what they are built from runs here on CPU tensors (the SDPA comparison on a PST layer,
-the state-dict diff, the interleaved medians with a fake timer), and the runner and report with fake sections.
+the state-dict diff, the interleaved medians with a fake timer), the latency and compile sections at small sizes, and
+the runner and report with fake sections.
 """
 
 import doctest
@@ -282,3 +283,15 @@ def test_latency_section_on_cpu(tmp_path):
     rows = [line for line in text.splitlines() if line.startswith("| fp")]
     assert len(rows) == 6 and "| fp16 | yolo11n-pst K 8 |" in text
 
+
+
+def test_compile_section_on_cpu(tmp_path, monkeypatch):
+    """The compile section end to end, with every torch.compile forced to aot_eager (inductor's code generation for the
+    whole detector takes minutes on 2 CPU cores; tests/test_compile.py runs inductor on one layer)."""
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: compile_(model, **{**kw, "backend": "aot_eager"}))
+    ctx = gs.Context(device="cpu", work=tmp_path, det_imgsz=64, det_batch=8, det_fraction=0.05, latency_imgsz=64)
+    text = gs.compiled(ctx)
+    assert "| steps, K drawn | 3; K [" in text and "| graphs, graph breaks | " in text and ", 0 |" in text
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith(("| 0 |", "| 8 |"))]
+    assert len(rows) == 2 and all(r[3] == "none" for r in rows), rows  # aot_eager: every gradient as eager's
