@@ -517,8 +517,7 @@ def compiled(ctx: Context) -> str:
             + f"\n\nThe detector ({'the any-K weights of section 1' if ctx.state.get('weights') else 'untrained'}) in "
             f"training mode, batch 2 at {ctx.latency_imgsz}, fp32: one forward and backward of `torch.compile(model)` "
             "(inductor) against eager from the same state. Gradient differences relative to the largest entry of the "
-            "same gradient. Known: at K > 0, `conv_kv`'s weight and BatchNorm scale in every PST layer differ by up to "
-            "~1% (a PyTorch partitioner bug, docs/reliability.md).\n\n"
+            "same gradient; BatchNorm statistics after the forward.\n\n"
             + _md_table(["K", "max abs diff outputs", "largest relative gradient diff", "gradients off by > 0.1%",
                          "max abs diff BatchNorm statistics"], rows))
 

@@ -83,14 +83,6 @@ def grads(m):
     return out
 
 
-# conv_kv's parameters in a K > 0 training step under inductor: its fine path folds the BatchNorm running
-# statistics that the same forward has just updated, and inductor's backward (AOT autograd's min-cut partitioner)
-# recomputes that update from the buffer after the forward wrote it back, i.e. applies the update twice. A PyTorch bug
-# (open fix: https://github.com/pytorch/pytorch/pull/197039); aot_eager and eager agree exactly. The error scales with
-# BatchNorm's momentum (Ultralytics' 0.03: ~0.8% of the largest gradient; none at momentum 0).
-STALE_READ = ("pst.m.0.attn.conv_kv.conv.weight", "pst.m.0.attn.conv_kv.bn.weight")
-
-
 class TwoInputs(torch.nn.Module):
     """A PST layer called with its two maps as separate arguments (``compare_compiled`` takes gradients of each)."""
 
@@ -105,8 +97,10 @@ class TwoInputs(torch.nn.Module):
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_inductor_matches_eager(mode, tmp_path, monkeypatch):
     """Inductor's CPU code for a PST layer (the CPU stand-in for the GPU's generated kernels) against eager at K = 0
-    and K = 8, forward and backward (the GPU check's measurement, ``compare_compiled``): outputs, every gradient
-    (conv_kv's in training at K > 0 within the PyTorch bug above) and, in training, BatchNorm's running statistics."""
+    and K = 8, forward and backward (the GPU check's measurement, ``compare_compiled``): outputs, every gradient and,
+    in training, BatchNorm's running statistics. In training at K > 0 the fine path folds running statistics the same
+    forward has just updated; without the opaque copy in ``_affine_1x1`` inductor's backward reads them updated twice
+    and conv_kv's weight and BatchNorm-scale gradients are off by ~0.1-1%."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # generated here, not read from an earlier run
     torch.manual_seed(0)
     m = TwoInputs(PST(64, 64, 64, n=1)).train(mode == "train")
@@ -124,8 +118,7 @@ def test_inductor_matches_eager(mode, tmp_path, monkeypatch):
         assert set(r["grads"]) == {"input 0", "input 1"} | {n for n, _ in m.named_parameters()} - unused
         top = max(scale for _, scale in r["grads"].values())  # floor for gradients that are ~0 (a bias before BN)
         for name, (diff, scale) in r["grads"].items():
-            bound = 0.02 if k and mode == "train" and name in STALE_READ else 1e-4
-            assert diff <= bound * scale + 1e-6 * top, (k, name, diff, scale)
+            assert diff <= 1e-4 * scale + 1e-6 * top, (k, name, diff, scale)
         assert all(d <= 1e-5 * max(s, 1) for d, s in r["buffers"].values()), (k, r["buffers"])
 
 

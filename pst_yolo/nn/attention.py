@@ -127,13 +127,32 @@ def _deprecated(old: str, new: str) -> None:
     warnings.warn(f"PSTAttention.{old} is deprecated: use PSTAttention.{new}", FutureWarning, stacklevel=4)
 
 
+@torch.library.custom_op("pst_yolo::stats_snapshot", mutates_args=())
+def _stats_snapshot(t: torch.Tensor) -> torch.Tensor:
+    """A copy of a BatchNorm running statistic, opaque to ``torch.compile`` (see ``_affine_1x1``)."""
+    return t.clone()
+
+
+@_stats_snapshot.register_fake
+def _(t: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(t)
+
+
 def _affine_1x1(conv: Conv) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(weight (C2, C1), bias (C2,))`` of an eval-mode 1x1 ``Conv`` without activation (BN folded in)."""
+    """Return ``(weight (C2, C1), bias (C2,))`` of an eval-mode 1x1 ``Conv`` without activation (BN folded in).
+
+    In training mode the running statistics are read through an opaque copy: the same forward has just updated them,
+    and a compiled backward that recomputed the read from the buffer (AOT autograd's min-cut partitioner does, in
+    PyTorch up to at least 2.14) would see them after the write-back, i.e. updated twice, and bend the gradients.
+    """
     w = conv.conv.weight.flatten(1)  # (C2, C1)
     if hasattr(conv, "bn"):  # not fused yet: fold BN running statistics
         bn = conv.bn
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        return w * scale[:, None], bn.bias - bn.running_mean * scale
+        mean, var = bn.running_mean, bn.running_var
+        if bn.training:
+            mean, var = _stats_snapshot(mean), _stats_snapshot(var)
+        scale = bn.weight / torch.sqrt(var + bn.eps)
+        return w * scale[:, None], bn.bias - mean * scale
     bias = conv.conv.bias if conv.conv.bias is not None else torch.zeros_like(w[:, 0])
     return w, bias
 
