@@ -133,6 +133,7 @@ def fake_results():
     return [gc.SectionResult("train", "ok", "| a |\n|---|\n| 1 |", seconds=61.2),
             gc.SectionResult("val", "failed", error="RuntimeError: no trained weights", seconds=0.1),
             gc.SectionResult("sdpa", "ok", "sdpa table"),
+            gc.SectionResult("compile", "ok", "compile table"),
             gc.SectionResult("determinism", "failed", error="FloatingPointError: nan"),
             gc.SectionResult("latency", "not run", "Not selected (`--sections`)."),
             gc.SectionResult("tensorrt", "skipped", "TensorRT is not importable on this machine")]
@@ -151,7 +152,7 @@ def test_report_has_every_section_and_failures():
         assert f"## {i}. {title}" in text
     assert "## 2. Validation at K 0 and 8, half and fp32 (**FAILED**, 0 s)" in text
     assert "Failed: `RuntimeError: no trained weights`" in text and "Failed: `FloatingPointError: nan`" in text
-    assert "2 of 5 sections failed (val, determinism)" in text
+    assert "2 of 6 sections failed (val, determinism)" in text
     assert "(skipped, 0 s)" in text and "TensorRT is not importable" in text and "(not run)" in text
     assert META["command"] in text and "NVIDIA H100 80GB HBM3" in text and META["date"] in text
     assert "torch 2.11.0" in text and "ultralytics 8.4.190" in text and "**missing**: onnx" in text
