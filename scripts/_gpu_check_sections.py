@@ -425,9 +425,9 @@ def val_precision(ctx: Context) -> str:
             + f"\n\nmAP50-95 half minus fp32: {deltas}.")
 
 
-def sdpa_backends(ctx: Context) -> str:
-    """SDPA backends against the math backend, forward and backward, on the whole detector at K 8 and 16."""
-    from pst_yolo import set_topk
+def _training_detector(ctx: Context) -> tuple[torch.nn.Module, torch.Tensor, str]:
+    """The detector of the comparisons: ``(model, input, what it is)``, fp32 on the device in training mode, running
+    ``pst_topk`` (no drawn K), every parameter requiring a gradient; a fixed batch of 2 at ``latency_imgsz``."""
     from pst_yolo.topk import set_topk_train
 
     weights = ctx.state.get("weights")
@@ -437,7 +437,15 @@ def sdpa_backends(ctx: Context) -> str:
     for p in net.parameters():
         p.requires_grad_(True)
     x = torch.rand(2, 3, ctx.latency_imgsz, ctx.latency_imgsz, generator=torch.Generator().manual_seed(0))
-    x = x.to(ctx.device)
+    what = "the any-K weights of section 1" if weights else "untrained yolo11n-pst (no trained weights)"
+    return net, x.to(ctx.device), what
+
+
+def sdpa_backends(ctx: Context) -> str:
+    """SDPA backends against the math backend, forward and backward, on the whole detector at K 8 and 16."""
+    from pst_yolo import set_topk
+
+    net, x, what = _training_detector(ctx)
     half = _half_dtype(ctx)
     flags = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False  # only attention may differ
@@ -455,7 +463,6 @@ def sdpa_backends(ctx: Context) -> str:
                         rows.append([k, label, r["backend"], f"{r['status']}: {r['note']}", "", "", ""])
     finally:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags
-    what = "the any-K weights of section 1" if weights else "untrained yolo11n-pst (no trained weights)"
     return (f"Whole detector ({what}) in training mode, batch 2 at {ctx.latency_imgsz}, one forward and backward per "
             "backend (`torch.nn.attention.sdpa_kernel([backend])`, nothing else allowed), against the math backend "
             "from the same state; cuDNN convolutions deterministic. Gradients: of the input and of every parameter; "
@@ -470,7 +477,7 @@ def compiled(ctx: Context) -> str:
     from torch._dynamo.utils import counters
 
     from pst_yolo import set_topk
-    from pst_yolo.topk import attention_layers, set_topk_train
+    from pst_yolo.topk import attention_layers
 
     counters.clear()
     ks = []
@@ -495,17 +502,12 @@ def compiled(ctx: Context) -> str:
         raise RuntimeError("compile=True trained uncompiled: Ultralytics found no usable inductor backend (its warning "
                            "in the log says why)")
 
-    torch.manual_seed(0)
-    net = _yolo(ctx.state.get("weights") or "yolo11n-pst.yaml").model.float().to(ctx.device).train()
-    set_topk_train(net, (), verbose=False)  # train mode runs pst_topk, not a drawn K
-    for p in net.parameters():
-        p.requires_grad_(True)
-    x = torch.rand(2, 3, ctx.latency_imgsz, ctx.latency_imgsz, generator=torch.Generator().manual_seed(0))
+    net, x, what = _training_detector(ctx)
     rows = []
     for k in (0, 8):
         set_topk(net, k, verbose=False)
         torch._dynamo.reset()
-        r = compare_compiled(net, x.to(ctx.device))
+        r = compare_compiled(net, x)
         rel = {n: d / s if s else d for n, (d, s) in r["grads"].items()}
         worst = max(rel, key=rel.get)
         over = sorted(n for n, v in rel.items() if v > 1e-3)
@@ -514,10 +516,9 @@ def compiled(ctx: Context) -> str:
                      ", ".join(f"`{n}`" for n in over[:6]) + (f" and {len(over) - 6} more" if len(over) > 6 else "")
                      or "none", _e(bufs)])
     return (_md_table(["", ""], train_rows)
-            + f"\n\nThe detector ({'the any-K weights of section 1' if ctx.state.get('weights') else 'untrained'}) in "
-            f"training mode, batch 2 at {ctx.latency_imgsz}, fp32: one forward and backward of `torch.compile(model)` "
-            "(inductor) against eager from the same state. Gradient differences relative to the largest entry of the "
-            "same gradient; BatchNorm statistics after the forward.\n\n"
+            + f"\n\nThe detector ({what}) in training mode, batch 2 at {ctx.latency_imgsz}, fp32: one forward and "
+            "backward of `torch.compile(model)` (inductor) against eager from the same state. Gradient differences "
+            "relative to the largest entry of the same gradient; BatchNorm statistics after the forward.\n\n"
             + _md_table(["K", "max abs diff outputs", "largest relative gradient diff", "gradients off by > 0.1%",
                          "max abs diff BatchNorm statistics"], rows))
 

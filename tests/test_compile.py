@@ -76,13 +76,6 @@ def test_compile_true_anyk_training(cli_env, tmp_path):
     assert "inductor" not in out.lower()  # the backend replacement held (inductor would take minutes)
 
 
-def grads(m):
-    """Each parameter's gradient (zeros where the K left it unused), then cleared."""
-    out = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in m.parameters()]
-    m.zero_grad(set_to_none=True)
-    return out
-
-
 class TwoInputs(torch.nn.Module):
     """A PST layer called with its two maps as separate arguments (``compare_compiled`` takes gradients of each)."""
 

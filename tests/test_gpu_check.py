@@ -285,7 +285,6 @@ def test_latency_section_on_cpu(tmp_path):
     assert len(rows) == 6 and "| fp16 | yolo11n-pst K 8 |" in text
 
 
-
 def test_compile_section_on_cpu(tmp_path, monkeypatch):
     """The compile section end to end, with every torch.compile forced to aot_eager (inductor's code generation for the
     whole detector takes minutes on 2 CPU cores; tests/test_compile.py runs inductor on one layer)."""
