@@ -108,7 +108,8 @@ def test_report_of_class_agnostic_ap_pairs_it_with_the_baseline(tmp_path):
 def test_report_says_which_runs_learned_the_context(tmp_path):
     """A shapes-context study's report has a table of every run of every budget (PST at K = 0): its per-class APs and
     how many classes it tells apart where they were recorded, else what its AP alone shows, and the epoch from which
-    its curve stays above 1/2; then how often each recipe learned it. A study on other data has no such section."""
+    its curve stays above 1/2; then how often each recipe learned it; and first in the report, the verdict of each PST
+    recipe against its baseline. A study on other data has neither."""
     short, long = "shapes-context e2 i64 b8 f0.1", "shapes-context e4 i64 b8 f0.1"
     csv_path = tmp_path / "ctx.csv"
     rows = [("yolo11n", 0, None, 0.62, long), ("yolo11n", 1, None, 0.30, long), ("pst-anyk", 0, 0, 0.84, long),
@@ -139,6 +140,13 @@ def test_report_says_which_runs_learned_the_context(tmp_path):
     assert "- 2 epochs, yolo11n: at least one class told apart in 1 of 1 runs (AP 0.550)" in section
     assert ("Fine attention on the same weights (Δ AP against K = 0, mean ± std over runs): 4 epochs, pst-anyk "
             "K = 8: -0.7400 (1 run).") in section
+    # The verdict, first in the report: PST against its baseline at each budget where both ran (not the short one)
+    verdict = text.split("## Verdict: does PST learn the context, and how well?")[1].split("\n## ")[0]
+    assert text.index("## Verdict") < text.index("## Headline")
+    assert ("- **4 epochs** (seeds 0, 1): pst-anyk learned the context as often as yolo11n (1 of 2 runs against 1 of "
+            "2); once learned, better (AP 0.840 against 0.620; paired Δ +0.2200, higher in 1 of 1 seed); from epoch 2 "
+            "against 4 (sooner); fine attention (K > 0 against K = 0) moves its mean AP by at most 0.7400.") in verdict
+    assert "2 epochs" not in verdict
     study._append_row(plain := tmp_path / "plain.csv", fake_row("yolo11n", 0, None, 0.4))
     assert "learn the context" not in study.write_report(plain, tmp_path / "plain.md").read_text()
 

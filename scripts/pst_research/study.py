@@ -990,6 +990,14 @@ def write_report(csv_path: str | Path, md_path: str | Path, out: str | Path | No
         lines.append(f"Rows of other budgets in the CSV, not in these tables (a longer run of the baseline is compared "
                      f"with its own seed at the end): {', '.join(f'`{b}`' for b in others)}.")
 
+    curves_path = curves_csv(csv_path)
+    context = _context_study_runs(all_rows, csv_path, out, curves_path)  # empty unless a shapes-context study
+    if verdict := context_verdict(context, all_rows):
+        lines += ["", "## Verdict: does PST learn the context, and how well?", "",
+                  "Each PST recipe against its stock baseline at each budget, on the seeds both have (details: "
+                  "[Did each run learn the context?](#did-each-run-learn-the-context)). Learned: at least one class "
+                  f"told apart (its AP, or the run's, above {TOLD_APART}). *Better* / *worse*, *sooner* / *later* only "
+                  "where every paired seed agrees.", "", *verdict]
     lines += ["", "## Headline", "", *headline_table(rows)]
     if len(by_budget := budget_table(all_rows, budget)) > 3:  # another budget of the same study has a PST row
         lines += ["", "## The same study at more epochs", "",
@@ -1022,8 +1030,7 @@ def write_report(csv_path: str | Path, md_path: str | Path, out: str | Path | No
                          f"{_fmt(*d_aps[:2], signed=True)} | {d_ap[2]} ({d_ap[3]}) |")
 
     lines += _agnostic_section(rows)
-    curves_path = curves_csv(csv_path)
-    lines += _context_section(all_rows, csv_path, out, curves_path)
+    lines += _context_section(all_rows, context)
     lines += _anyk_section(rows)
     if out is not None:
         record_curves(curves_path, out, budgets)
@@ -1453,14 +1460,104 @@ def context_runs(all_rows: list[dict], class_aps: dict, curves: dict[str, dict[s
                                        is not None, c["recipe"], c["seed"]))
 
 
-def _context_section(all_rows: list[dict], csv_path: Path, out, curves_path: Path) -> list[str]:
-    """Which runs learned the context (:func:`context_runs`): a table of every run of every budget of a
-    ``shapes-context`` study, and how often each recipe learned it at each budget."""
+def _compare(diffs: list[float], more: str, less: str, same: str) -> str:
+    """The word for a set of paired differences: ``more`` if every one is above 0, ``less`` if every one is below,
+    else ``same`` (mixed signs, or none)."""
+    if diffs and all(d > 0 for d in diffs):
+        return more
+    if diffs and all(d < 0 for d in diffs):
+        return less
+    return same
+
+
+def context_verdict(runs: list[dict], all_rows: list[dict]) -> list[str]:
+    """The verdict of a context study, one sentence per budget and PST recipe with its baseline at that budget:
+    how often it learned the context against its baseline, how well once learned (paired per seed where both did),
+    how soon (the epoch from which each one's curve stays above 1/2, paired per seed), and how much fine attention
+    moves its AP (each K against K = 0 on the same weights).
+
+    The words follow the signs: *better* / *worse* (*sooner* / *later*) only where every paired seed agrees, else
+    *level* (*mixed*); the numbers beside them say by how much.
+
+    Args:
+        runs (list[dict]): :func:`context_runs` of the rows.
+        all_rows (list[dict]): The study rows (for fine attention's Δ).
+
+    Returns:
+        Markdown list items, one per (budget, PST recipe); empty where no PST recipe has its baseline's runs.
+
+    Examples:
+        >>> run = lambda recipe, seed, ap, epoch: {"epochs": 200, "budget": "b", "recipe": recipe, "seed": seed,
+        ...     "AP": ap, "at_least": int(ap > 0.5), "epoch": epoch}
+        >>> runs = [run("yolo11n", 0, 0.92, 89), run("yolo11n", 1, 0.93, 91), run("pst-anyk", 0, 0.90, 120),
+        ...         run("pst-anyk", 1, 0.91, 81)]
+        >>> print(context_verdict(runs, [])[0])
+        - **200 epochs** (seeds 0, 1): pst-anyk learned the context as often as yolo11n (2 of 2 runs against 2 of 2); \
+once learned, worse (AP 0.905 against 0.925; paired Δ -0.0200 ± 0.0000, higher in 0 of 2 seeds); from epoch 120, 81 \
+against 89, 91 (mixed).
+    """
+    lines = []
+    budgets = dict.fromkeys((c["epochs"], c["budget"]) for c in runs)
+    for epochs, budget in budgets:
+        here = [c for c in runs if c["budget"] == budget]
+        for name in dict.fromkeys(c["recipe"] for c in here):
+            recipe = RECIPES.get(name)
+            base = recipe and recipe.baseline
+            if not base or not any(c["recipe"] == base for c in here):
+                continue
+            mine = {c["seed"]: c for c in here if c["recipe"] == name}
+            theirs = {c["seed"]: c for c in here if c["recipe"] == base}
+            seeds = sorted(set(mine) & set(theirs))
+            if not seeds:
+                continue
+            n_a, n_b = (sum(bool(runs_[s]["at_least"]) for s in seeds) for runs_ in (mine, theirs))
+            often = "more often than" if n_a > n_b else "less often than" if n_a < n_b else "as often as"
+            text = (f"- **{epochs} epochs** (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}): "
+                    f"{name} learned the context {often} {base} ({n_a} of {len(seeds)} runs against {n_b} of "
+                    f"{len(seeds)})")
+            both = [s for s in seeds if mine[s]["at_least"] and theirs[s]["at_least"]]
+            if both:
+                diffs = [mine[s]["AP"] - theirs[s]["AP"] for s in both]
+                mean, std, _ = _mean_std(diffs)
+                ap_a = _mean_std([mine[s]["AP"] for s in both])[0]
+                ap_b = _mean_std([theirs[s]["AP"] for s in both])[0]
+                text += (f"; once learned, {_compare(diffs, 'better', 'worse', 'level')} (AP {ap_a:.3f} against "
+                         f"{ap_b:.3f}; paired Δ {_fmt(mean, std if len(both) > 1 else math.nan, signed=True)}, "
+                         f"higher in {sum(d > 0 for d in diffs)} of {len(both)} seed{'s' if len(both) > 1 else ''})")
+                timed = [s for s in both if mine[s]["epoch"] and theirs[s]["epoch"]]
+                if timed:
+                    when = _compare([mine[s]["epoch"] - theirs[s]["epoch"] for s in timed], "later", "sooner", "mixed")
+                    text += (f"; from epoch {', '.join(str(mine[s]['epoch']) for s in timed)} against "
+                             f"{', '.join(str(theirs[s]['epoch']) for s in timed)} ({when})")
+            elif (a := [mine[s]["AP"] for s in seeds if mine[s]["at_least"]]) and (
+                    b := [theirs[s]["AP"] for s in seeds if theirs[s]["at_least"]]):  # learned, never on one seed
+                text += (f"; once learned, AP {_mean_std(a)[0]:.3f} ({len(a)} run{'s' if len(a) > 1 else ''}) "
+                         f"against {_mean_std(b)[0]:.3f} ({len(b)} run{'s' if len(b) > 1 else ''}), no seed where "
+                         "both did")
+            rows = [r for r in all_rows if r["budget"] == budget]
+            fine = [paired_differences(rows, (name, k), (name, 0))
+                    for k in sorted({_k(r) for r in rows if r["recipe"] == name and _k(r)})]
+            if fine := [d for d in fine if d[2]]:
+                worst = max(abs(d[0]) for d in fine)
+                text += f"; fine attention (K > 0 against K = 0) moves its mean AP by at most {worst:.4f}"
+            lines.append(text + ".")
+    return lines
+
+
+def _context_study_runs(all_rows: list[dict], csv_path: Path, out, curves_path: Path) -> list[dict]:
+    """:func:`context_runs` of every ``shapes-context`` budget of the CSV; empty for a study on other data."""
     budgets = sorted({r["budget"] for r in all_rows if r["budget"].startswith("shapes-context ")})
-    if not budgets:
-        return []
     curves = {b: learning_curves(out, b, curves_path) for b in budgets}
-    runs = context_runs([r for r in all_rows if r["budget"] in budgets], read_class_aps(classes_csv(csv_path)), curves)
+    return context_runs([r for r in all_rows if r["budget"] in budgets], read_class_aps(classes_csv(csv_path)),
+                        curves) if budgets else []
+
+
+def _context_section(all_rows: list[dict], runs: list[dict]) -> list[str]:
+    """Which runs learned the context (``runs``: :func:`_context_study_runs`): a table of every run of every budget
+    of a ``shapes-context`` study, how often each recipe learned it at each budget, and fine attention's Δ."""
+    if not runs:
+        return []
+    budgets = sorted({c["budget"] for c in runs})
     names = list(dict.fromkeys(n for c in runs for n in c["classes"]))
     lines = ["", "## Did each run learn the context?", "",
              "A mark's class is decided only by the shape around it. When a detector cannot tell a class from the "
