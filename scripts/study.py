@@ -180,7 +180,7 @@ def main(argv=None) -> int:
         + [f"| `{c['command']}`{' (' + c['stopped'] + ')' if c.get('stopped') else ''} | {c['rows_added']} | "
            f"{c['wall_s'] / 60:.1f} min | {c['commit']} | {c['ended']} |" for c in commands if "command" in c]
     )
-    # the report is about the budget of most rows; a longer budget's rows are compared in its last section
+    # the report is about the budget of most rows (of equals, the longest); other budgets are compared in its sections
     rows = read_rows(csv_path)
     write_report(csv_path, report, out=args.out, banner=args.banner,
                  how_to_run=runs_md + "\n" + how_to_run(report, report_budget(rows) if rows else None))

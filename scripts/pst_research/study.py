@@ -1074,11 +1074,18 @@ def missing_cells(rows: list[dict], seeds: tuple[int, ...] = (0, 1, 2), recipes=
 
 
 def report_budget(rows: list[dict]) -> str:
-    """The budget a report is about by default: the one with the most rows."""
+    """The budget a report is about by default: the one with the most rows; of budgets with as many, the longest
+    (the same study trained to more epochs, once every seed of it has finished).
+
+    Examples:
+        >>> rows = [{"budget": b} for b in ["s e100 i64 b8 f1.0"] * 2 + ["s e200 i64 b8 f1.0"] * 2 + ["x"]]
+        >>> report_budget(rows), report_budget(rows[:3])
+        ('s e200 i64 b8 f1.0', 's e100 i64 b8 f1.0')
+    """
     counts = {}
     for r in rows:
         counts[r["budget"]] = counts.get(r["budget"], 0) + 1
-    return max(counts, key=counts.get)
+    return max(counts, key=lambda b: (counts[b], (_with_epochs(b) or ("", 0))[1]))
 
 
 def headline_table(rows: list[dict]) -> list[str]:
