@@ -1,8 +1,8 @@
 """pst_yolo: the Pyramid Sparse Transformer (PST) neck as a plugin for Ultralytics YOLO.
 
 ``import pst_yolo`` registers PST with Ultralytics (idempotent): YAML rows naming ``PST`` build, the configs
-``yolo11{n,s,m}-pst.yaml`` / ``yolo12{n,s,m}-pst.yaml`` and ``data=shapes`` resolve by bare name. Checkpoints pickle
-``pst_yolo.nn.pst.PST``, so unpickling one imports (and registers) the plugin by itself.
+(``yolo11{n,s,m,l,x}-pst.yaml``, ``yolo12n-pst.yaml`` ...) and ``data=shapes`` resolve by bare name. Checkpoints
+pickle ``pst_yolo.nn.pst.PST``, so unpickling one imports (and registers) the plugin by itself.
 """
 
 from .explain import explain

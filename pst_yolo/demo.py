@@ -6,7 +6,7 @@ checkpoint with fine attention off (``pst_topk=0``) and on (``pst_topk=8``), and
 and plots are.
 ``pst_topk_train=0`` trains coarse-only, as the paper does.
 
-Runs are named as ``train`` names them: a second demo goes to ``pst_demo2`` (Ultralytics numbers the folder) and never
+Runs are named as ``train`` names them: a second demo goes to ``pst_demo-2`` (Ultralytics numbers the folder) and never
 replaces a finished one unless ``exist_ok=True`` asks for it; ``project=`` and ``name=`` choose another place. Every
 argument is checked before anything trains.
 """
@@ -28,7 +28,7 @@ DEFAULTS = {  # about 10 minutes on a 2-core CPU
     "pst_topk_train": [0, 4, 8, 16],  # any-K training: one K of the set per step
     "topk": 8,
     "device": "cpu",
-    "name": "pst_demo",  # saved under Ultralytics' runs_dir, e.g. runs/detect/pst_demo (then pst_demo2, ...)
+    "name": "pst_demo",  # saved under Ultralytics' runs_dir, e.g. runs/detect/pst_demo (then pst_demo-2, ...)
 }
 
 

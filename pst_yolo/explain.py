@@ -16,7 +16,7 @@ pictures show the function that ran. Geometry is Ultralytics': token boxes are m
 ``ops.scale_boxes`` and maps with ``ops.scale_masks``, which undo the predictor's letterbox.
 
 ``pst-yolo explain model=best.pt source=img.jpg pst_topk=8`` saves one PNG per image or video frame into a
-predict-style run directory (``runs/detect/explain``, ``explain2``, ...).
+predict-style run directory (``runs/detect/explain``, ``explain-2``, ...).
 """
 
 from __future__ import annotations
