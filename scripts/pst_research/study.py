@@ -1495,13 +1495,13 @@ def context_verdict(runs: list[dict], all_rows: list[dict]) -> list[str]:
 
     Examples:
         >>> run = lambda recipe, seed, ap, epoch: {"epochs": 200, "budget": "b", "recipe": recipe, "seed": seed,
-        ...     "AP": ap, "at_least": int(ap > 0.5), "epoch": epoch}
+        ...     "AP": ap, "agnostic_AP": ap + 0.01 * seed, "at_least": int(ap > 0.5), "epoch": epoch}
         >>> runs = [run("yolo11n", 0, 0.92, 89), run("yolo11n", 1, 0.93, 91), run("pst-anyk", 0, 0.90, 120),
         ...         run("pst-anyk", 1, 0.91, 81)]
         >>> print(context_verdict(runs, [])[0])
         - **200 epochs** (seeds 0, 1): pst-anyk learned the context as often as yolo11n (2 of 2 runs against 2 of 2); \
-once learned, worse (AP 0.905 against 0.925; paired Δ -0.0200 ± 0.0000, higher in 0 of 2 seeds); from epoch 120, 81 \
-against 89, 91 (mixed).
+once learned, worse (AP 0.905 against 0.925; paired Δ -0.0200 ± 0.0000, higher in 0 of 2 seeds), class-agnostic AP \
+paired Δ -0.0200 ± 0.0000 (worse at finding the marks); from epoch 120, 81 against 89, 91 (mixed).
     """
     lines = []
     budgets = dict.fromkeys((c["epochs"], c["budget"]) for c in runs)
@@ -1531,6 +1531,13 @@ against 89, 91 (mixed).
                 text += (f"; once learned, {_compare(diffs, 'better', 'worse', 'level')} (AP {ap_a:.3f} against "
                          f"{ap_b:.3f}; paired Δ {_fmt(mean, std if len(both) > 1 else math.nan, signed=True)}, "
                          f"higher in {sum(d > 0 for d in diffs)} of {len(both)} seed{'s' if len(both) > 1 else ''})")
+                found = [s for s in both if not math.isnan(mine[s].get("agnostic_AP", math.nan))
+                         and not math.isnan(theirs[s].get("agnostic_AP", math.nan))]
+                if found:  # finding the marks, whatever their class: is a gap in naming them or in finding them?
+                    d_found = [mine[s]["agnostic_AP"] - theirs[s]["agnostic_AP"] for s in found]
+                    m, sd, _ = _mean_std(d_found)
+                    text += (f", class-agnostic AP paired Δ {_fmt(m, sd if len(found) > 1 else math.nan, signed=True)}"
+                             f" ({_compare(d_found, 'better', 'worse', 'level')} at finding the marks)")
                 timed = [s for s in both if mine[s]["epoch"] and theirs[s]["epoch"]]
                 if timed:
                     when = _compare([mine[s]["epoch"] - theirs[s]["epoch"] for s in timed], "later", "sooner", "mixed")
