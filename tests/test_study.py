@@ -144,9 +144,9 @@ def test_report_says_which_runs_learned_the_context(tmp_path):
     verdict = text.split("## Verdict: does PST learn the context, and how well?")[1].split("\n## ")[0]
     assert text.index("## Verdict") < text.index("## Headline")
     assert ("- **4 epochs** (seeds 0, 1): pst-anyk learned the context as often as yolo11n (1 of 2 runs against 1 of "
-            "2); once learned, better (AP 0.840 against 0.620; paired Δ +0.2200, higher in 1 of 1 seed), class-agnostic "
-            "AP paired Δ +0.0000 (level at finding the marks); from epoch 2 against 4 (sooner); fine attention (K > 0 "
-            "against K = 0) moves its mean AP by at most 0.7400.") in verdict
+            "2); once learned, better (AP 0.840 against 0.620; paired Δ +0.2200, higher in 1 of 1 seed), "
+            "class-agnostic AP paired Δ +0.0000 (level at finding the marks); from epoch 2 against 4 (sooner); fine "
+            "attention (K > 0 against K = 0) moves its mean AP by at most 0.7400.") in verdict
     assert "2 epochs" not in verdict
     study._append_row(plain := tmp_path / "plain.csv", fake_row("yolo11n", 0, None, 0.4))
     assert "learn the context" not in study.write_report(plain, tmp_path / "plain.md").read_text()

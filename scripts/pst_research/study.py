@@ -1519,43 +1519,62 @@ paired Δ -0.0200 ± 0.0000 (worse at finding the marks); from epoch 120, 81 aga
                 continue
             n_a, n_b = (sum(bool(runs_[s]["at_least"]) for s in seeds) for runs_ in (mine, theirs))
             often = "more often than" if n_a > n_b else "less often than" if n_a < n_b else "as often as"
-            text = (f"- **{epochs} epochs** (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}): "
+            text = (f"- **{epochs} epochs** (seed{'' if len(seeds) == 1 else 's'} {', '.join(map(str, seeds))}): "
                     f"{name} learned the context {often} {base} ({n_a} of {len(seeds)} runs against {n_b} of "
                     f"{len(seeds)})")
-            both = [s for s in seeds if mine[s]["at_least"] and theirs[s]["at_least"]]
-            if both:
-                diffs = [mine[s]["AP"] - theirs[s]["AP"] for s in both]
-                mean, std, _ = _mean_std(diffs)
-                ap_a = _mean_std([mine[s]["AP"] for s in both])[0]
-                ap_b = _mean_std([theirs[s]["AP"] for s in both])[0]
-                text += (f"; once learned, {_compare(diffs, 'better', 'worse', 'level')} (AP {ap_a:.3f} against "
-                         f"{ap_b:.3f}; paired Δ {_fmt(mean, std if len(both) > 1 else math.nan, signed=True)}, "
-                         f"higher in {sum(d > 0 for d in diffs)} of {len(both)} seed{'s' if len(both) > 1 else ''})")
-                found = [s for s in both if not math.isnan(mine[s].get("agnostic_AP", math.nan))
-                         and not math.isnan(theirs[s].get("agnostic_AP", math.nan))]
-                if found:  # finding the marks, whatever their class: is a gap in naming them or in finding them?
-                    d_found = [mine[s]["agnostic_AP"] - theirs[s]["agnostic_AP"] for s in found]
-                    m, sd, _ = _mean_std(d_found)
-                    text += (f", class-agnostic AP paired Δ {_fmt(m, sd if len(found) > 1 else math.nan, signed=True)}"
-                             f" ({_compare(d_found, 'better', 'worse', 'level')} at finding the marks)")
-                timed = [s for s in both if mine[s]["epoch"] and theirs[s]["epoch"]]
-                if timed:
-                    when = _compare([mine[s]["epoch"] - theirs[s]["epoch"] for s in timed], "later", "sooner", "mixed")
-                    text += (f"; from epoch {', '.join(str(mine[s]['epoch']) for s in timed)} against "
-                             f"{', '.join(str(theirs[s]['epoch']) for s in timed)} ({when})")
-            elif (a := [mine[s]["AP"] for s in seeds if mine[s]["at_least"]]) and (
-                    b := [theirs[s]["AP"] for s in seeds if theirs[s]["at_least"]]):  # learned, never on one seed
-                text += (f"; once learned, AP {_mean_std(a)[0]:.3f} ({len(a)} run{'s' if len(a) > 1 else ''}) "
-                         f"against {_mean_std(b)[0]:.3f} ({len(b)} run{'s' if len(b) > 1 else ''}), no seed where "
-                         "both did")
-            rows = [r for r in all_rows if r["budget"] == budget]
-            fine = [paired_differences(rows, (name, k), (name, 0))
-                    for k in sorted({_k(r) for r in rows if r["recipe"] == name and _k(r)})]
-            if fine := [d for d in fine if d[2]]:
-                worst = max(abs(d[0]) for d in fine)
+            text += _once_learned(mine, theirs, seeds)
+            if fine := _fine_attention_deltas([r for r in all_rows if r["budget"] == budget], name):
+                worst = max(abs(d[0]) for _, d in fine)
                 text += f"; fine attention (K > 0 against K = 0) moves its mean AP by at most {worst:.4f}"
             lines.append(text + ".")
     return lines
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _paired_clause(mine: dict, theirs: dict, seeds: list, metric: str) -> tuple[list[float], str]:
+    """The per-seed differences ``mine - theirs`` of ``metric`` on ``seeds`` (those where both have it), and
+    ``"paired Δ mean ± std"`` of them (no std for one seed)."""
+    seeds = [s for s in seeds if not math.isnan(mine[s].get(metric, math.nan))
+             and not math.isnan(theirs[s].get(metric, math.nan))]
+    diffs = [mine[s][metric] - theirs[s][metric] for s in seeds]
+    mean, std, n = _mean_std(diffs)
+    return diffs, f"paired Δ {_fmt(mean, std if n > 1 else math.nan, signed=True)}"
+
+
+def _once_learned(mine: dict, theirs: dict, seeds: list) -> str:
+    """The verdict's "how well, how soon" clause (:func:`context_verdict`): paired on the seeds where both runs learned
+    the context; unpaired means where each learned it only on seeds the other did not; empty where one never did."""
+    both = [s for s in seeds if mine[s]["at_least"] and theirs[s]["at_least"]]
+    if not both:
+        a = [mine[s]["AP"] for s in seeds if mine[s]["at_least"]]
+        b = [theirs[s]["AP"] for s in seeds if theirs[s]["at_least"]]
+        if not (a and b):
+            return ""
+        return (f"; once learned, AP {_mean_std(a)[0]:.3f} ({_plural(len(a), 'run')}) against {_mean_std(b)[0]:.3f} "
+                f"({_plural(len(b), 'run')}), no seed where both did")
+    diffs, paired = _paired_clause(mine, theirs, both, "AP")
+    text = (f"; once learned, {_compare(diffs, 'better', 'worse', 'level')} (AP "
+            f"{_mean_std([mine[s]['AP'] for s in both])[0]:.3f} against "
+            f"{_mean_std([theirs[s]['AP'] for s in both])[0]:.3f}; {paired}, higher in {sum(d > 0 for d in diffs)} of "
+            f"{_plural(len(both), 'seed')})")
+    found, paired = _paired_clause(mine, theirs, both, "agnostic_AP")
+    if found:  # finding the marks, whatever their class: is a gap in naming them or in finding them?
+        text += f", class-agnostic AP {paired} ({_compare(found, 'better', 'worse', 'level')} at finding the marks)"
+    if timed := [s for s in both if mine[s]["epoch"] and theirs[s]["epoch"]]:
+        when = _compare([mine[s]["epoch"] - theirs[s]["epoch"] for s in timed], "later", "sooner", "mixed")
+        text += (f"; from epoch {', '.join(str(mine[s]['epoch']) for s in timed)} against "
+                 f"{', '.join(str(theirs[s]['epoch']) for s in timed)} ({when})")
+    return text
+
+
+def _fine_attention_deltas(rows: list[dict], name: str) -> list[tuple[int, tuple]]:
+    """``[(K, paired_differences(K against K = 0))]`` of recipe ``name`` in ``rows`` (one budget), every K > 0 it was
+    scored at on weights that also have a K = 0 row: what fine attention changes on the same weights."""
+    ks = sorted({_k(r) for r in rows if r["recipe"] == name and _k(r)})
+    return [(k, d) for k in ks if (d := paired_differences(rows, (name, k), (name, 0)))[2]]
 
 
 def _context_study_runs(all_rows: list[dict], csv_path: Path, out, curves_path: Path) -> list[dict]:
@@ -1615,11 +1634,8 @@ def _context_section(all_rows: list[dict], runs: list[dict]) -> list[str]:
         rows = [r for r in all_rows if r["budget"] == budget]
         parsed = _with_epochs(budget)
         for name in sorted({r["recipe"] for r in rows if _k(r) == 0}):
-            for k in sorted({_k(r) for r in rows if r["recipe"] == name and _k(r)}):
-                d = paired_differences(rows, (name, k), (name, 0))
-                if d[2]:
-                    fine.append(f"{parsed and parsed[1]} epochs, {name} K = {k}: {_fmt(*d[:2], signed=True)} "
-                                f"({d[2]} run{'' if d[2] == 1 else 's'})")
+            fine += [f"{parsed and parsed[1]} epochs, {name} K = {k}: {_fmt(*d[:2], signed=True)} "
+                     f"({_plural(d[2], 'run')})" for k, d in _fine_attention_deltas(rows, name)]
     if fine:
         lines += ["", "Fine attention on the same weights (Δ AP against K = 0, mean ± std over runs): "
                   + "; ".join(fine) + "."]
