@@ -13,8 +13,8 @@ Examples:
     nohup python scripts/study.py > study2.log 2>&1 &              # a second runner: takes the cells the first is not
                                                                    # on (one core each)
     python scripts/study.py --report-only                          # regenerate docs/accuracy.md from the CSV
-    python scripts/study.py --seeds 0 --epochs 1 --imgsz 64 --fraction 0.03 --csv docs/accuracy_smoke.csv \\
-        --report docs/accuracy_smoke.md --banner "Smoke run of the pipeline, not results"
+    python scripts/study.py --seeds 0 --epochs 1 --imgsz 64 --fraction 0.03 --csv runs/smoke/accuracy.csv \\
+        --report runs/smoke/accuracy.md --out runs/smoke --banner "Smoke run of the pipeline, not results"
     python scripts/study.py --recipes yolo11n pst-anyk --seeds 0 1 2 close_mosaic=5   # key=value: more train args
 """
 
