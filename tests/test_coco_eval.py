@@ -2,7 +2,6 @@
 
 import contextlib
 import csv
-import importlib.util
 import io
 import json
 import random
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _cli import load_script  # tests/_cli.py
 from ultralytics.data.converter import coco80_to_coco91_class
 from ultralytics.data.utils import check_det_dataset
 from ultralytics.models.yolo.detect import DetectionValidator
@@ -569,9 +569,7 @@ def test_eval_coco_script_agrees_with_ultralytics_on_noisy_detections(shapes_mod
     misclassified and false boxes) that pycocotools and Ultralytics must both report, within 1.5 points."""
     from ultralytics.models.yolo import detect
 
-    spec = importlib.util.spec_from_file_location("eval_coco_script", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("eval_coco")
     monkeypatch.setattr(detect, "DetectionValidator", NoisyOracleValidator)  # what YOLO.val builds for detect
     assert script.main(["--model", str(shapes_model), "--data", "shapes", "--topk", "0", "8", "--imgsz", "128",
                         "--out", str(tmp_path / "res"), "--class-agnostic", "--per-class", f"project={tmp_path}",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _cli import load_script  # tests/_cli.py
 from pst_research import study
 
 from pst_yolo import PST, PSTAttention
@@ -556,32 +557,18 @@ def test_killed_runner_logs_its_invocation(tmp_path, cli_env):
     assert "stopped by signal" in out
 
 
-def _script(name: str):
-    """scripts/<name>.py as a module (the CLIs are not installed; running ``main`` in-process spares an interpreter)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "scripts" / f"{name}.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
-
-
 @pytest.mark.parametrize("script, stem",
                          [("study", "accuracy"), ("study", "accuracy_context"), ("task_study", "tasks")])
 def test_committed_reports_are_what_their_runner_writes(tmp_path, script, stem):
-    """Every report in docs/ is generated: ``--report-only`` on copies of its committed files (the CSV, the CSVs and the
-    invocation log kept beside it, and the report itself, whose carried-over sections it keeps) writes it back byte for
-    byte. This catches rows committed without regenerating the report, a hand edit, and a change to the generator's
-    text whose reports were not regenerated."""
-    copied = []
-    for suffix in (".csv", ".md", ".log.jsonl", "_classes.csv", "_curves.csv"):
-        if (ROOT / "docs" / f"{stem}{suffix}").is_file():
-            shutil.copy(ROOT / "docs" / f"{stem}{suffix}", tmp_path)
-            copied.append(suffix)
-    assert {".csv", ".md"} <= set(copied), copied
-    csv_path, report = tmp_path / f"{stem}.csv", tmp_path / f"{stem}.md"
-    assert _script(script).main(["--report-only", "--csv", str(csv_path), "--report", str(report),
-                                 "--out", str(tmp_path / "out")]) == 0
+    """Every report in docs/ is generated: ``--report-only`` on a copy of docs/ (the CSV, the CSVs and the invocation
+    log kept beside it, and the report itself, whose carried-over sections it keeps) writes it back byte for byte.
+    This catches rows committed without regenerating the report, a hand edit, and a change to the generator's text
+    whose reports were not regenerated."""
+    docs = shutil.copytree(ROOT / "docs", tmp_path / "docs")
+    csv_path, report = docs / f"{stem}.csv", docs / f"{stem}.md"
+    assert csv_path.is_file() and report.is_file(), (csv_path, report)
+    assert load_script(script).main(["--report-only", "--csv", str(csv_path), "--report", str(report),
+                                     "--out", str(tmp_path / "out")]) == 0
     assert report.read_text(encoding="utf-8") == (ROOT / "docs" / f"{stem}.md").read_text(encoding="utf-8"), (
         f"docs/{stem}.md is not what its runner writes from the committed CSV: regenerate it with "
         f"`python scripts/{script}.py --report-only --csv docs/{stem}.csv --report docs/{stem}.md`")
@@ -591,7 +578,7 @@ def test_report_of_another_dataset_says_its_budget_is_not_the_default_studys(tmp
     """scripts/study.py --report-only on a CSV of another dataset (e.g. shapes-context): the report's how-to-run part,
     which describes the default study, says that the report's own budget is another one; the default study's does
     not."""
-    script = _script("study")
+    script = load_script("study")
     for data, other in (("shapes-context", True), ("shapes", False)):
         budget = study.Budget(data=data).key()
         csv_path, md = tmp_path / f"{data}.csv", tmp_path / f"{data}.md"

@@ -3,36 +3,25 @@
 The runs themselves take minutes and need the sdist from PyPI; CI runs the script after this suite.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
-
-def _load(name):
-    """A script of scripts/, imported as a module."""
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from _cli import SCRIPTS, load_script  # tests/_cli.py
 
 
 @pytest.fixture(scope="module")
 def suite():
     """The referee script, imported as a module."""
-    return _load("ultralytics_suite")
+    return load_script("ultralytics_suite")
 
 
 @pytest.fixture(scope="module")
 def standins():
     """The stand-in builder, imported as a module."""
-    return _load("suite_standins")
+    return load_script("suite_standins")
 
 
 def test_standin_weight_loads_as_the_real_one(standins, tmp_path):
