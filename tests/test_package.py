@@ -77,3 +77,18 @@ def test_committed_files_hold_no_absolute_paths_of_a_machine():
             if pattern.search(line):
                 found.append(f"{name}:{i}: {line.decode(errors='replace').strip()[:120]}")
     assert not found, "absolute paths in committed files:\n" + "\n".join(found[:20])
+
+
+@pytest.mark.parametrize("script", ["test.sh", "demo.sh"])
+def test_fresh_machine_commands_stop_on_a_full_disk_before_installing(script, tmp_path):
+    """The two README commands check the disk before they create an environment: a clear message, nothing made."""
+    import os
+
+    venv = tmp_path / "not" / "yet" / "venv"
+    env = {**os.environ, "PST_VENV": str(venv), "PST_MIN_FREE_GB": str(10**9)}
+    run = subprocess.run(["bash", str(REPO / "scripts" / script)], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode != 0
+    assert f"a new environment ({venv}) needs about {10**9} GB free" in run.stderr
+    assert f"its disk ({tmp_path})" in run.stderr and "PST_VENV=" in run.stderr
+    assert not (tmp_path / "not").exists()  # no venv, no folder left behind
