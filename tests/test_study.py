@@ -376,6 +376,22 @@ def test_finished_curves_are_kept_in_a_csv_that_outlives_the_runs(tmp_path):
     assert "not on record" in long_part and "pst-anyk seed 0" in long_part
 
 
+def test_plateau_table_tells_a_run_stopped_early_from_one_still_training(tmp_path):
+    """A run with fewer epochs than its budget is either still training (no row yet) or was ended by Ultralytics'
+    patience (its row is recorded): the report says which."""
+    csv_path, md, out = tmp_path / "acc.csv", tmp_path / "acc.md", tmp_path / "out"
+    budget = "shapes e6 i64 b8 f0.1"
+    study._append_row(csv_path, fake_row("yolo11n", 0, None, 0.5, budget=budget))
+    for seed, curve in ((0, [0.5] * 4), (1, [0.1, 0.2])):  # seed 0 stopped at epoch 4; seed 1 is at epoch 2
+        folder = out / "runs" / budget.replace(" ", "_") / "yolo11n" / f"seed{seed}"
+        folder.mkdir(parents=True)
+        rows = "".join(f"{e},{v},{v + 0.1}\n" for e, v in enumerate(curve, 1))
+        (folder / "results.csv").write_text("epoch,metrics/mAP50-95(B),metrics/mAP50(B)\n" + rows)
+    text = study.write_report(csv_path, md, out=out).read_text()
+    assert "| yolo11n | 0 | 4 (stopped early: patience) | 0.500 |" in text
+    assert "| yolo11n | 1 | 2 (training) | 0.200 |" in text
+
+
 def test_an_epoch_trained_twice_after_a_resume_counts_once(tmp_path):
     """A runner killed between Ultralytics' results row and its checkpoint trains that epoch again on resume, so
     results.csv holds it twice: the curve keeps the later row, in the curves CSV and in the report's plateau table."""

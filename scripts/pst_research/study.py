@@ -1034,7 +1034,7 @@ def write_report(csv_path: str | Path, md_path: str | Path, out: str | Path | No
     lines += _anyk_section(rows)
     if out is not None:
         record_curves(curves_path, out, budgets)
-        lines += _curves_section(out, budget, md_path, curves_path)
+        lines += _curves_section(out, budget, md_path, curves_path, rows)
     lines += _longer_section(all_rows, budget, out, curves_path)
     lines += ["", f"![mAP50-95 and APs against pst_topk]({plot.name})", ""]
     if how_to_run:
@@ -1334,7 +1334,8 @@ def _longer_section(all_rows: list[dict], budget: str, out=None, path: Path | No
                       "epochs against the fifth before it, < 0.005; the learning rate decays to the last epoch, so "
                       "every run climbs until late in its schedule and this can fail for a run that a longer budget "
                       "would not improve: the doubling check decides):", ""]
-        lines += _plateau_table(curves, epochs) if curves else []
+        done = {(r["recipe"], int(r["seed"])) for r in all_rows if r["budget"] == longer}
+        lines += _plateau_table(curves, epochs, done) if curves else []
         if missing:
             lines += ["", "Curves not on record (trained before the runner kept them in "
                       f"`{Path(path).name if path else 'the curves CSV'}`): "
@@ -1696,26 +1697,31 @@ PLATEAU_CRITERION = ("Criterion: the baseline's val mAP50-95 (Ultralytics, per e
                      "the epochs (at least 3) exceeds the average of the fifth before it by less than 0.005.")
 
 
-def _plateau_table(curves: dict[str, dict[int, list[float]]], epochs: int | None = None) -> list[str]:
-    """One row per run: its final val mAP50-95, the gain of its last window and whether it meets the criterion (a run
-    with fewer than the budget's ``epochs`` is marked as still training)."""
+def _plateau_table(curves: dict[str, dict[int, list[float]]], epochs: int | None = None,
+                   finished: set[tuple[str, int]] | frozenset = frozenset()) -> list[str]:
+    """One row per run: its final val mAP50-95, the gain of its last window and whether it meets the criterion. A run
+    with fewer than the budget's ``epochs`` is marked as still training, or, where it has a row (``finished``: its
+    ``(recipe, seed)``), as stopped early: Ultralytics' ``patience`` ended it without a new best for that many
+    epochs, and its row is of the weights it stopped with."""
     lines = ["| recipe | seed | epochs | final mAP50-95 | gain of the last window | plateaued |",
              "|---|---:|---:|---:|---:|---|"]
     for name, runs in sorted(curves.items(), key=lambda kv: RECIPES.get(kv[0], Recipe("", "")).baseline is not None):
         for seed, curve in sorted(runs.items()):
             ok, gain, window = plateau(curve)
             g = "–" if math.isnan(gain) else f"{gain:+.4f} ({window} epochs)"
-            n = f"{len(curve)}{' (training)' if epochs and len(curve) < epochs else ''}"
+            short = " (stopped early: patience)" if (name, seed) in finished else " (training)"
+            n = f"{len(curve)}{short if epochs and len(curve) < epochs else ''}"
             lines.append(f"| {name} | {seed} | {n} | {curve[-1] if curve else math.nan:.3f} | {g} | "
                          f"{'yes' if ok else 'no'} |")
     return lines
 
 
-def _curves_section(out, budget: str, md_path: Path, path: Path | None = None) -> list[str]:
+def _curves_section(out, budget: str, md_path: Path, path: Path | None = None, rows: list[dict] = ()) -> list[str]:
     curves = learning_curves(out, budget, path)
     if not curves:
         return _carried_curves_section(md_path, budget)
     plot = plot_curves(curves, md_path.with_name(f"{md_path.stem}_curves.png"))
     parsed = _with_epochs(budget)
-    return ["", CURVES_HEADING, "", PLATEAU_CRITERION, "", *_plateau_table(curves, parsed and parsed[1]), "",
+    done = {(r["recipe"], int(r["seed"])) for r in rows}
+    return ["", CURVES_HEADING, "", PLATEAU_CRITERION, "", *_plateau_table(curves, parsed and parsed[1], done), "",
             f"![val mAP50-95 per epoch]({plot.name})"]
