@@ -338,6 +338,17 @@ def test_report_keeps_the_curves_section_it_cannot_recompute(tmp_path):
     assert "Budget: `shapes e9 i64 b8 f0.1`" in other and study.CURVES_HEADING not in other
 
 
+def write_run(out: Path, budget: str, seed: int, curve: list[float], done: bool = True, recipe: str = "yolo11n"):
+    """A run folder in the runner's layout under ``out``: Ultralytics' results.csv with ``curve`` as val mAP50-95 per
+    epoch, and the runner's done.json where ``done``."""
+    folder = out / "runs" / budget.replace(" ", "_") / recipe / f"seed{seed}"
+    folder.mkdir(parents=True)
+    rows = "".join(f"{e},{v},{v + 0.1}\n" for e, v in enumerate(curve, 1))
+    (folder / "results.csv").write_text("epoch,metrics/mAP50-95(B),metrics/mAP50(B)\n" + rows)
+    if done:
+        (folder / "done.json").write_text("{}")
+
+
 def test_finished_curves_are_kept_in_a_csv_that_outlives_the_runs(tmp_path):
     """Each finished run's per-epoch curve is copied once into the committed curves CSV; the report recomputes its
     curve sections from it when the runs are gone, and a longer budget gets its own plateau table."""
@@ -348,17 +359,9 @@ def test_finished_curves_are_kept_in_a_csv_that_outlives_the_runs(tmp_path):
     study._append_row(csv_path, fake_row("yolo11n", 0, None, 0.5, budget=long))
     study._append_row(csv_path, fake_row("pst-anyk", 0, 0, 0.45, budget=long))
 
-    def run(budget, seed, curve, done=True):
-        folder = out / "runs" / budget.replace(" ", "_") / "yolo11n" / f"seed{seed}"
-        folder.mkdir(parents=True)
-        rows = "".join(f"{e},{v},{v + 0.1}\n" for e, v in enumerate(curve, 1))
-        (folder / "results.csv").write_text("epoch,metrics/mAP50-95(B),metrics/mAP50(B)\n" + rows)
-        if done:
-            (folder / "done.json").write_text("{}")
-
-    run(short, 0, [0.125, 0.25, 0.375])
-    run(short, 1, [0.1], done=False)  # still training: not frozen into the CSV
-    run(long, 0, [0.5] * 6)
+    write_run(out, short, 0, [0.125, 0.25, 0.375])
+    write_run(out, short, 1, [0.1], done=False)  # still training: not frozen into the CSV
+    write_run(out, long, 0, [0.5] * 6)
     curves = study.curves_csv(csv_path)
     assert curves.name == "acc_curves.csv"
     assert study.record_curves(curves, out, [short, long]) == 2
@@ -382,11 +385,8 @@ def test_plateau_table_tells_a_run_stopped_early_from_one_still_training(tmp_pat
     csv_path, md, out = tmp_path / "acc.csv", tmp_path / "acc.md", tmp_path / "out"
     budget = "shapes e6 i64 b8 f0.1"
     study._append_row(csv_path, fake_row("yolo11n", 0, None, 0.5, budget=budget))
-    for seed, curve in ((0, [0.5] * 4), (1, [0.1, 0.2])):  # seed 0 stopped at epoch 4; seed 1 is at epoch 2
-        folder = out / "runs" / budget.replace(" ", "_") / "yolo11n" / f"seed{seed}"
-        folder.mkdir(parents=True)
-        rows = "".join(f"{e},{v},{v + 0.1}\n" for e, v in enumerate(curve, 1))
-        (folder / "results.csv").write_text("epoch,metrics/mAP50-95(B),metrics/mAP50(B)\n" + rows)
+    write_run(out, budget, 0, [0.5] * 4, done=False)  # stopped at epoch 4 (its row is recorded)
+    write_run(out, budget, 1, [0.1, 0.2], done=False)  # at epoch 2
     text = study.write_report(csv_path, md, out=out).read_text()
     assert "| yolo11n | 0 | 4 (stopped early: patience) | 0.500 |" in text
     assert "| yolo11n | 1 | 2 (training) | 0.200 |" in text

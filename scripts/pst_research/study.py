@@ -1334,8 +1334,7 @@ def _longer_section(all_rows: list[dict], budget: str, out=None, path: Path | No
                       "epochs against the fifth before it, < 0.005; the learning rate decays to the last epoch, so "
                       "every run climbs until late in its schedule and this can fail for a run that a longer budget "
                       "would not improve: the doubling check decides):", ""]
-        done = {(r["recipe"], int(r["seed"])) for r in all_rows if r["budget"] == longer}
-        lines += _plateau_table(curves, epochs, done) if curves else []
+        lines += _plateau_table(curves, epochs, [r for r in all_rows if r["budget"] == longer]) if curves else []
         if missing:
             lines += ["", "Curves not on record (trained before the runner kept them in "
                       f"`{Path(path).name if path else 'the curves CSV'}`): "
@@ -1698,11 +1697,12 @@ PLATEAU_CRITERION = ("Criterion: the baseline's val mAP50-95 (Ultralytics, per e
 
 
 def _plateau_table(curves: dict[str, dict[int, list[float]]], epochs: int | None = None,
-                   finished: set[tuple[str, int]] | frozenset = frozenset()) -> list[str]:
+                   rows: list[dict] = ()) -> list[str]:
     """One row per run: its final val mAP50-95, the gain of its last window and whether it meets the criterion. A run
-    with fewer than the budget's ``epochs`` is marked as still training, or, where it has a row (``finished``: its
-    ``(recipe, seed)``), as stopped early: Ultralytics' ``patience`` ended it without a new best for that many
+    with fewer than the budget's ``epochs`` is marked as still training, or, where it has a row (``rows``: the budget's
+    rows), as stopped early: Ultralytics' ``patience`` ended it without a new best for that many
     epochs, and its row is of the weights it stopped with."""
+    finished = {(r["recipe"], int(r["seed"])) for r in rows}
     lines = ["| recipe | seed | epochs | final mAP50-95 | gain of the last window | plateaued |",
              "|---|---:|---:|---:|---:|---|"]
     for name, runs in sorted(curves.items(), key=lambda kv: RECIPES.get(kv[0], Recipe("", "")).baseline is not None):
@@ -1722,6 +1722,5 @@ def _curves_section(out, budget: str, md_path: Path, path: Path | None = None, r
         return _carried_curves_section(md_path, budget)
     plot = plot_curves(curves, md_path.with_name(f"{md_path.stem}_curves.png"))
     parsed = _with_epochs(budget)
-    done = {(r["recipe"], int(r["seed"])) for r in rows}
-    return ["", CURVES_HEADING, "", PLATEAU_CRITERION, "", *_plateau_table(curves, parsed and parsed[1], done), "",
+    return ["", CURVES_HEADING, "", PLATEAU_CRITERION, "", *_plateau_table(curves, parsed and parsed[1], rows), "",
             f"![val mAP50-95 per epoch]({plot.name})"]
