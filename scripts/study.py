@@ -91,6 +91,15 @@ two runners side by side (start the same command twice) finish in about half the
 """
 
 
+def _stop_note(entry: dict) -> str:
+    """How an invocation of the log ended, for the report's table: ``" (stopped by signal 15; unfinished: yolo11n seed
+    1: epoch 143/400)"``; empty for one that finished its work. The report itself reads finished runs only."""
+    notes = [entry["stopped"]] if entry.get("stopped") else []
+    if entry.get("unfinished"):
+        notes.append("unfinished: " + ", ".join(entry["unfinished"]))
+    return f" ({'; '.join(notes)})" if notes else ""
+
+
 def _stop(signum, frame):
     """SIGTERM handler: stop like Ctrl-C (finished rows are kept; an interrupted training resumes next time)."""
     raise KeyboardInterrupt(f"stopped by signal {signum}")
@@ -148,6 +157,7 @@ def main(argv=None) -> int:
         report_budget,
         run_study,
         shareable_command,
+        unfinished_runs,
         write_report,
     )
 
@@ -164,9 +174,10 @@ def main(argv=None) -> int:
             added = run_study(args.recipes, args.seeds, budget, csv_path, args.out, tuple(args.topks or ()) or None)
         except KeyboardInterrupt as e:
             stopped, added = str(e) or "interrupted (Ctrl-C)", getattr(e, "rows_added", 0)
+        left = unfinished_runs(args.out, budget)  # trainings the next invocation resumes (this runner's or another's)
         entry = {"command": f"python scripts/{shareable_command(command, ROOT)}", "budget": budget.key(),
                  "rows_added": added, "wall_s": round(time.time() - t0, 1), "ended": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                 **({"stopped": stopped} if stopped else {}), **environment()}
+                 **({"stopped": stopped} if stopped else {}), **({"unfinished": left} if left else {}), **environment()}
         with open(log, "a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
         print(f"study: {added} rows added to {csv_path} in {entry['wall_s']:.0f} s{'; ' + stopped if stopped else ''}")
@@ -177,8 +188,8 @@ def main(argv=None) -> int:
         commands = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     runs_md = "\n".join(
         ["## Invocations", "", "| command | rows added | wall time | commit | ended |", "|---|---:|---:|---|---|"]
-        + [f"| `{c['command']}`{' (' + c['stopped'] + ')' if c.get('stopped') else ''} | {c['rows_added']} | "
-           f"{c['wall_s'] / 60:.1f} min | {c['commit']} | {c['ended']} |" for c in commands if "command" in c]
+        + [f"| `{c['command']}`{_stop_note(c)} | {c['rows_added']} | {c['wall_s'] / 60:.1f} min | {c['commit']} | "
+           f"{c['ended']} |" for c in commands if "command" in c]
     )
     # the report is about the budget of most rows (of equals, the longest); other budgets are compared in its sections
     rows = read_rows(csv_path)

@@ -317,16 +317,16 @@ def test_doubling_check_names_the_first_budget_whose_doubling_gains_under_a_poin
 
 
 def test_report_keeps_the_curves_section_it_cannot_recompute(tmp_path):
-    """A report regenerated without the runs (a fresh clone) keeps the learning-curve section of its own budget."""
+    """A report regenerated without the curves of its budget (neither runs nor curves CSV: a report written before
+    the runner kept curves) keeps the learning-curve section it has."""
     csv_path, md, out = tmp_path / "acc.csv", tmp_path / "acc.md", tmp_path / "out"
     for seed in (0, 1):
         study._append_row(csv_path, fake_row("yolo11n", seed, None, 0.4))
-    run = out / "runs" / "shapes_e1_i64_b8_f0.1" / "yolo11n" / "seed0"
-    run.mkdir(parents=True)
-    (run / "results.csv").write_text("epoch,metrics/mAP50-95(B)\n1,0.125\n2,0.25\n3,0.375\n")
+    write_run(out, "shapes e1 i64 b8 f0.1", 0, [0.125, 0.25, 0.375])
     first = study.write_report(csv_path, md, out=out).read_text()
     assert "| yolo11n | 0 | 3 | 0.375 |" in first and study.CARRIED_NOTE not in first
     shutil.rmtree(out)
+    study.curves_csv(csv_path).unlink()
     for _ in range(2):  # carried once, not noted twice
         text = study.write_report(csv_path, md, out=out).read_text()
         assert "| yolo11n | 0 | 3 | 0.375 |" in text and text.count(study.CARRIED_NOTE) == 1
@@ -379,17 +379,22 @@ def test_finished_curves_are_kept_in_a_csv_that_outlives_the_runs(tmp_path):
     assert "not on record" in long_part and "pst-anyk seed 0" in long_part
 
 
-def test_plateau_table_tells_a_run_stopped_early_from_one_still_training(tmp_path):
-    """A run with fewer epochs than its budget is either still training (no row yet) or was ended by Ultralytics'
-    patience (its row is recorded): the report says which."""
+def test_report_holds_finished_runs_only_and_the_runner_names_the_unfinished(tmp_path):
+    """The report's curves are the finished runs' (a finished run with fewer epochs than its budget was ended by
+    Ultralytics' patience); a training still in progress is not in it, so the report written with the work directory
+    and the one regenerated without it (a fresh clone) are the same file. :func:`unfinished_runs` names the one in
+    progress (the runner logs it)."""
     csv_path, md, out = tmp_path / "acc.csv", tmp_path / "acc.md", tmp_path / "out"
-    budget = "shapes e6 i64 b8 f0.1"
-    study._append_row(csv_path, fake_row("yolo11n", 0, None, 0.5, budget=budget))
-    write_run(out, budget, 0, [0.5] * 4, done=False)  # stopped at epoch 4 (its row is recorded)
-    write_run(out, budget, 1, [0.1, 0.2], done=False)  # at epoch 2
+    budget = study.Budget("shapes", 6, 64, 8, 0.1, extra={})
+    study._append_row(csv_path, fake_row("yolo11n", 0, None, 0.5, budget=budget.key()))
+    write_run(out, budget.key(), 0, [0.5] * 4)  # stopped by patience at epoch 4 (its row is recorded)
+    write_run(out, budget.key(), 1, [0.1, 0.2], done=False)  # at epoch 2
     text = study.write_report(csv_path, md, out=out).read_text()
     assert "| yolo11n | 0 | 4 (stopped early: patience) | 0.500 |" in text
-    assert "| yolo11n | 1 | 2 (training) | 0.200 |" in text
+    assert "| yolo11n | 1 |" not in text
+    assert study.unfinished_runs(out, budget) == ["yolo11n seed 1: epoch 2/6"]
+    assert study.write_report(csv_path, md, out=tmp_path / "fresh").read_text() == text
+
 
 
 def test_an_epoch_trained_twice_after_a_resume_counts_once(tmp_path):
@@ -405,11 +410,11 @@ def test_an_epoch_trained_twice_after_a_resume_counts_once(tmp_path):
     assert study.record_curves(curves, tmp_path / "out", [budget]) == 1
     kept = study.read_csv_rows(curves, ("mAP50-95",))
     assert [(r["epoch"], r["mAP50-95"]) for r in kept] == [("1", 0.1), ("2", 0.25), ("3", 0.3)]
-    assert study.learning_curves(tmp_path / "out", budget) == {"pst-anyk": {0: [0.1, 0.25, 0.3]}}
+    assert study.learning_curves(curves, budget) == {"pst-anyk": {0: [0.1, 0.25, 0.3]}}
     with open(curves, "a", encoding="utf-8") as f:  # a curves CSV written before the fix holds the epoch twice
         f.write(f"{budget},yolo11n,1,1,0.1,0.2\n{budget},yolo11n,1,2,0.2,0.3\n{budget},yolo11n,1,2,0.22,0.3\n"
                 f"{budget},yolo11n,1,3,0.3,0.4\n")
-    assert study.learning_curves(None, budget, curves)["yolo11n"] == {1: [0.1, 0.22, 0.3]}
+    assert study.learning_curves(curves, budget)["yolo11n"] == {1: [0.1, 0.22, 0.3]}
 
 
 class _Aborted(Exception):
@@ -544,7 +549,8 @@ print("ADDED", added)
 
 def test_killed_runner_logs_its_invocation(tmp_path, cli_env):
     """`kill` (SIGTERM) stops scripts/study.py like Ctrl-C: exit 130, the lock released, the invocation logged as
-    stopped with the rows it added (none here: killed during its first training)."""
+    stopped with the rows it added (none here: killed during its first training) and the training it left unfinished.
+    The report it writes on the way out (its CSV has an earlier row) is the one a fresh clone regenerates."""
     import signal
     import subprocess
     import sys
@@ -553,6 +559,8 @@ def test_killed_runner_logs_its_invocation(tmp_path, cli_env):
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "study.py"
     csv_path = tmp_path / "s.csv"
+    budget = study.Budget("shapes", 50, 32, 16, 0.05, 0)
+    study._append_row(csv_path, fake_row("yolo11n", 1, None, 0.4, budget=budget.key()))  # an earlier runner's row
     proc = subprocess.Popen(
         [sys.executable, str(script), "--recipes", "yolo11n", "--seeds", "0", "--epochs", "50", "--imgsz", "32",
          "--fraction", "0.05", "--workers", "0", "--csv", str(csv_path), "--report", str(tmp_path / "r.md"),
@@ -566,11 +574,23 @@ def test_killed_runner_logs_its_invocation(tmp_path, cli_env):
     assert proc.returncode == 130, out[-3000:]
     entry = json.loads(csv_path.with_suffix(".log.jsonl").read_text().splitlines()[-1])
     assert entry["stopped"] == f"stopped by signal {int(signal.SIGTERM)}" and entry["rows_added"] == 0
+    (results,) = (tmp_path / "out").rglob("seed0/results.csv")
+    trained = len(results.read_text().splitlines()) - 1
+    assert trained >= 1 and entry["unfinished"] == [f"yolo11n seed 0: epoch {trained}/50"]
     (lock,) = (tmp_path / "out" / "locks").rglob("seed0.lock")  # the cell it was training: released
     cell = "/".join(lock.relative_to(tmp_path / "out" / "locks").with_suffix("").parts)
     with study.StudyLock(tmp_path / "out", cell):
         pass
     assert "stopped by signal" in out
+    report = (tmp_path / "r.md").read_text(encoding="utf-8")
+    assert f"(stopped by signal {int(signal.SIGTERM)}; unfinished: yolo11n seed 0: epoch {trained}/50) | 0 |" in report
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    for f in tmp_path.glob("[rs]*.*"):  # the CSVs, the invocation log, the report and its plots: what is committed
+        shutil.copy(f, clone)
+    assert load_script("study").main(["--report-only", "--csv", str(clone / "s.csv"), "--report", str(clone / "r.md"),
+                                      "--out", str(clone / "out")]) == 0
+    assert (clone / "r.md").read_text(encoding="utf-8") == report
 
 
 @pytest.mark.parametrize("script, stem",

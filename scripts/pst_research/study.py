@@ -59,6 +59,7 @@ __all__ = (
     "shareable_command",
     "study_optimizer",
     "summarize",
+    "unfinished_runs",
     "write_report",
 )
 
@@ -820,10 +821,13 @@ def record_curves(path: str | Path, out: str | Path, budgets) -> int:
     return added
 
 
-def learning_curves(out: str | Path | None, budget_key: str, path: str | Path | None = None
-                    ) -> dict[str, dict[int, list[float]]]:
-    """``{recipe: {seed: val mAP50-95 per epoch}}`` of one budget: the curves CSV ``path`` (finished runs), then the
-    runs' Ultralytics results.csv under ``out`` (finished or not), which replace the CSV's curve of the same run."""
+def learning_curves(path: str | Path | None, budget_key: str) -> dict[str, dict[int, list[float]]]:
+    """``{recipe: {seed: val mAP50-95 per epoch}}`` of one budget's finished runs, from the curves CSV ``path``
+    (:func:`record_curves`).
+
+    The report reads its curves from this committed file only, never from the work directory: a report written by a
+    runner and the same report regenerated in a fresh clone are then the same file. Trainings still in progress are
+    named in the runner's invocation log instead (:func:`unfinished_runs`)."""
     runs = {}
     for r in read_csv_rows(path, ("mAP50-95",)) if path is not None else []:
         if r["budget"] == budget_key:
@@ -831,9 +835,15 @@ def learning_curves(out: str | Path | None, budget_key: str, path: str | Path | 
     curves = {}
     for (recipe, seed), rows in runs.items():
         curves.setdefault(recipe, {})[seed] = [r["mAP50-95"] for r in _last_per_epoch(rows)]
-    for recipe, seed, results in _run_results(out, budget_key) if out is not None else ():
-        curves.setdefault(recipe, {})[int(seed)] = [r["mAP50-95"] for r in _results_curve(results)]
     return curves
+
+
+def unfinished_runs(out: str | Path, budget: Budget) -> list[str]:
+    """The trainings of ``budget`` under ``out`` that have not finished (no ``done.json``), each as ``"<recipe> seed
+    <n>: epoch <trained>/<epochs>"``: what a runner that stops leaves to the next one (it resumes them)."""
+    return [f"{recipe} seed {seed}: epoch {len(_results_curve(results))}/{budget.epochs}"
+            for recipe, seed, results in _run_results(out, budget.key())
+            if not (results.parent / "done.json").is_file()]
 
 
 # ------------------------------------------------------------------------------------------------------------- report
@@ -893,7 +903,7 @@ def plot_results(rows: list[dict], path: Path) -> Path:
 
 def curve_band(runs: list[list[float]]) -> tuple[list[int], list[float], list[float], list[float]]:
     """Epochs, mean, min and max over the runs (seeds) of one recipe; each epoch over the runs that reached it, so a
-    run still training does not cut the finished ones short.
+    run that stopped early does not cut the others short.
 
     Examples:
         >>> curve_band([[0.1, 0.2, 0.3], [0.3]])
@@ -918,7 +928,7 @@ def plot_curves(curves: dict[str, dict[int, list[float]]], path: Path) -> Path:
             continue
         epochs, mean, lo, hi = curve_band(runs)
         short = sum(len(c) < len(epochs) for c in runs)
-        label = f"{name} ({len(runs)} seeds{f'; {short} shorter, still training' if short else ''})"
+        label = f"{name} ({len(runs)} seeds{f'; {short} stopped early' if short else ''})"
         ax.plot(epochs, mean, color=f"C{i}", label=label,
                 lw=2.5 if RECIPES.get(name, Recipe("", "")).baseline is None else 1.2)
         ax.fill_between(epochs, lo, hi, color=f"C{i}", alpha=0.12)
@@ -940,7 +950,8 @@ def write_report(csv_path: str | Path, md_path: str | Path, out: str | Path | No
         csv_path (str | Path): The study CSV.
         md_path (str | Path): Markdown to write; the plots are written next to it (``<stem>.png``,
             ``<stem>_curves.png``).
-        out (str | Path | None): The work directory holding the runs (for learning curves); None skips them.
+        out (str | Path | None): The work directory holding the runs: the curves of its finished runs are copied into
+            the curves CSV beside ``csv_path`` first (:func:`record_curves`); the report itself reads the CSVs only.
         budget (str | None): Budget key to report; default: the budget of most rows (others are listed, not mixed).
         banner (str): A note printed first (e.g. that this is a smoke run of the pipeline).
         how_to_run (str): Markdown appended at the end (the command of the full study and its cost).
@@ -991,7 +1002,9 @@ def write_report(csv_path: str | Path, md_path: str | Path, out: str | Path | No
                      f"with its own seed at the end): {', '.join(f'`{b}`' for b in others)}.")
 
     curves_path = curves_csv(csv_path)
-    context = _context_study_runs(all_rows, csv_path, out, curves_path)  # empty unless a shapes-context study
+    if out is not None:
+        record_curves(curves_path, out, budgets)
+    context = _context_study_runs(all_rows, csv_path, curves_path)  # empty unless a shapes-context study
     if verdict := context_verdict(context, all_rows):
         lines += ["", "## Verdict: does PST learn the context, and how well?", "",
                   "Each PST recipe against its stock baseline at each budget, on the seeds both have (details: "
@@ -1032,10 +1045,8 @@ def write_report(csv_path: str | Path, md_path: str | Path, out: str | Path | No
     lines += _agnostic_section(rows)
     lines += _context_section(all_rows, context)
     lines += _anyk_section(rows)
-    if out is not None:
-        record_curves(curves_path, out, budgets)
-        lines += _curves_section(out, budget, md_path, curves_path, rows)
-    lines += _longer_section(all_rows, budget, out, curves_path)
+    lines += _curves_section(budget, md_path, curves_path)
+    lines += _longer_section(all_rows, budget, curves_path)
     lines += ["", f"![mAP50-95 and APs against pst_topk]({plot.name})", ""]
     if how_to_run:
         lines += [how_to_run.strip(), ""]
@@ -1297,7 +1308,7 @@ def _doubling_section(all_rows: list[dict], budget: str) -> list[str]:
     return [*lines, "", verdict]
 
 
-def _longer_section(all_rows: list[dict], budget: str, out=None, path: Path | None = None) -> list[str]:
+def _longer_section(all_rows: list[dict], budget: str, path: Path | None = None) -> list[str]:
     parsed = _with_epochs(budget)
     if parsed is None:
         return []
@@ -1327,14 +1338,14 @@ def _longer_section(all_rows: list[dict], budget: str, out=None, path: Path | No
     parsed_all = {b: _with_epochs(b) or ("", 0) for b in {r["budget"] for r in all_rows}}
     longer_budgets = {b: e for b, (key, e) in parsed_all.items() if key == parsed[0] and e > own}
     for longer, epochs in sorted(longer_budgets.items(), key=lambda kv: kv[1]):
-        curves = learning_curves(out, longer, path)
+        curves = learning_curves(path, longer)
         missing = sorted({(r["recipe"], r["seed"]) for r in all_rows if r["budget"] == longer}
                          - {(n, str(s)) for n, runs in curves.items() for s in runs})
         lines += ["", f"Learning curves at {epochs} epochs (the window criterion as above: the last fifth of the "
                       "epochs against the fifth before it, < 0.005; the learning rate decays to the last epoch, so "
                       "every run climbs until late in its schedule and this can fail for a run that a longer budget "
                       "would not improve: the doubling check decides):", ""]
-        lines += _plateau_table(curves, epochs, [r for r in all_rows if r["budget"] == longer]) if curves else []
+        lines += _plateau_table(curves, epochs) if curves else []
         if missing:
             lines += ["", "Curves not on record (trained before the runner kept them in "
                       f"`{Path(path).name if path else 'the curves CSV'}`): "
@@ -1577,10 +1588,10 @@ def _fine_attention_deltas(rows: list[dict], name: str) -> list[tuple[int, tuple
     return [(k, d) for k in ks if (d := paired_differences(rows, (name, k), (name, 0)))[2]]
 
 
-def _context_study_runs(all_rows: list[dict], csv_path: Path, out, curves_path: Path) -> list[dict]:
+def _context_study_runs(all_rows: list[dict], csv_path: Path, curves_path: Path) -> list[dict]:
     """:func:`context_runs` of every ``shapes-context`` budget of the CSV; empty for a study on other data."""
     budgets = sorted({r["budget"] for r in all_rows if r["budget"].startswith("shapes-context ")})
-    curves = {b: learning_curves(out, b, curves_path) for b in budgets}
+    curves = {b: learning_curves(curves_path, b) for b in budgets}
     return context_runs([r for r in all_rows if r["budget"] in budgets], read_class_aps(classes_csv(csv_path)),
                         curves) if budgets else []
 
@@ -1696,31 +1707,28 @@ PLATEAU_CRITERION = ("Criterion: the baseline's val mAP50-95 (Ultralytics, per e
                      "the epochs (at least 3) exceeds the average of the fifth before it by less than 0.005.")
 
 
-def _plateau_table(curves: dict[str, dict[int, list[float]]], epochs: int | None = None,
-                   rows: list[dict] = ()) -> list[str]:
-    """One row per run: its final val mAP50-95, the gain of its last window and whether it meets the criterion. A run
-    with fewer than the budget's ``epochs`` is marked as still training, or, where it has a row (``rows``: the budget's
-    rows), as stopped early: Ultralytics' ``patience`` ended it without a new best for that many
-    epochs, and its row is of the weights it stopped with."""
-    finished = {(r["recipe"], int(r["seed"])) for r in rows}
+def _plateau_table(curves: dict[str, dict[int, list[float]]], epochs: int | None = None) -> list[str]:
+    """One row per finished run (``curves``: :func:`learning_curves`): its final val mAP50-95, the gain of its last
+    window and whether it meets the criterion. A run with fewer than the budget's ``epochs`` is marked as stopped
+    early: Ultralytics' ``patience`` ended it without a new best for that many epochs, and its row is of the weights
+    it stopped with."""
     lines = ["| recipe | seed | epochs | final mAP50-95 | gain of the last window | plateaued |",
              "|---|---:|---:|---:|---:|---|"]
     for name, runs in sorted(curves.items(), key=lambda kv: RECIPES.get(kv[0], Recipe("", "")).baseline is not None):
         for seed, curve in sorted(runs.items()):
             ok, gain, window = plateau(curve)
             g = "–" if math.isnan(gain) else f"{gain:+.4f} ({window} epochs)"
-            short = " (stopped early: patience)" if (name, seed) in finished else " (training)"
-            n = f"{len(curve)}{short if epochs and len(curve) < epochs else ''}"
+            n = f"{len(curve)}{' (stopped early: patience)' if epochs and len(curve) < epochs else ''}"
             lines.append(f"| {name} | {seed} | {n} | {curve[-1] if curve else math.nan:.3f} | {g} | "
                          f"{'yes' if ok else 'no'} |")
     return lines
 
 
-def _curves_section(out, budget: str, md_path: Path, path: Path | None = None, rows: list[dict] = ()) -> list[str]:
-    curves = learning_curves(out, budget, path)
+def _curves_section(budget: str, md_path: Path, path: Path | None = None) -> list[str]:
+    curves = learning_curves(path, budget)
     if not curves:
         return _carried_curves_section(md_path, budget)
     plot = plot_curves(curves, md_path.with_name(f"{md_path.stem}_curves.png"))
     parsed = _with_epochs(budget)
-    return ["", CURVES_HEADING, "", PLATEAU_CRITERION, "", *_plateau_table(curves, parsed and parsed[1], rows), "",
+    return ["", CURVES_HEADING, "", PLATEAU_CRITERION, "", *_plateau_table(curves, parsed and parsed[1]), "",
             f"![val mAP50-95 per epoch]({plot.name})"]
