@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,7 @@ def test_a_csv_without_the_newer_columns_is_migrated_keeping_every_row(tmp_path)
 
     from pst_yolo.coco import AGNOSTIC_METRICS
 
-    old_columns = tuple(c for c in study.COLUMNS if c not in AGNOSTIC_METRICS)
+    old_columns = study.COLUMNS[: study.COLUMNS.index(AGNOSTIC_METRICS[0])]  # the newer columns come last
     path = tmp_path / "s.csv"
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=old_columns, extrasaction="ignore")
@@ -61,7 +62,7 @@ def test_a_csv_without_the_newer_columns_is_migrated_keeping_every_row(tmp_path)
     study._append_row(path, {**fake_row("pst-anyk", 1, 8, 0.5), **dict.fromkeys(AGNOSTIC_METRICS, 0.6)})
     lines = path.read_text().splitlines()
     assert lines[0] == ",".join(study.COLUMNS) and len(lines) == 4
-    assert lines[1:3] == [line + "," * len(AGNOSTIC_METRICS) for line in before[1:]]  # old rows: as written
+    assert lines[1:3] == [line + "," * (len(study.COLUMNS) - len(old_columns)) for line in before[1:]]  # as written
     rows = study.read_rows(path)
     assert [r["AP"] for r in rows] == [0.4, 0.375, 0.5]
     assert math.isnan(rows[0]["agnostic_AP"]) and rows[2]["agnostic_AP"] == 0.6
@@ -295,6 +296,28 @@ def test_paired_statistics_and_report(tmp_path):
     assert "No yolo11n row of a longer budget than 1 epochs" in text and "--epochs 2`" in text
 
 
+def test_report_time_says_which_trainings_it_cannot_add_up(tmp_path):
+    """The report's time line adds up train_s over trainings, says "at least" where a resumed training has a session
+    its time leaves out (no timed_sessions), and counts the trainings whose CPU time is not recorded."""
+    csv_path = tmp_path / "acc.csv"
+    rows = [{**fake_row("yolo11n", 0, None, 0.4), "train_s": 3600.0, "train_cpu_s": 1800.0, "resumed": 0,
+             "timed_sessions": 1},
+            {**fake_row("yolo11n", 1, None, 0.4), "train_s": 3600.0, "train_cpu_s": 1800.0, "resumed": 1},
+            {**fake_row("yolo11n", 2, None, 0.4), "train_s": 7200.0, "train_cpu_s": math.nan, "resumed": 2,
+             "timed_sessions": 3}]
+    for r in rows:
+        study._append_row(csv_path, r)
+    text = study.write_report(csv_path, tmp_path / "acc.md").read_text()
+    assert ("Time: at least 4.00 h of training wall time (1.00 h CPU time of the training process; not recorded for 1 "
+            "of 3 trainings), 0.00 h of validation. 1 of the 3 trainings were resumed and not every session was "
+            "timed (rows written before the runner added sessions up count the last one only): their times are lower "
+            "bounds.") in text
+    study._append_row(tmp_path / "fresh.csv", rows[0])
+    text = study.write_report(tmp_path / "fresh.csv", tmp_path / "fresh.md").read_text()
+    assert "Time: 1.00 h of training wall time (0.50 h CPU time of the training process), 0.00 h of validation.\n" \
+        in text
+
+
 def test_doubling_check_names_the_first_budget_whose_doubling_gains_under_a_point():
     """Converged = the fewest epochs whose doubling gains < 0.01 on every seed trained at both; a seed that gains more
     keeps the budget unconverged; PST cells trained at several budgets get their own rows."""
@@ -469,6 +492,45 @@ def test_study_optimizer_trains_bit_for_bit_as_auto_on_a_short_budget(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], v) for k, v in YOLO("yolo11n.yaml").model.state_dict().items()
                    if k in a and a[k].shape == v.shape)  # it trained
+
+
+def test_a_resumed_training_counts_the_time_of_every_session(tmp_path, monkeypatch):
+    """A training stopped by Ctrl-C / SIGTERM (KeyboardInterrupt) after its first epoch and resumed: done.json's
+    wall and CPU times are both sessions' (the ledger), not the last one's."""
+    from ultralytics.engine.trainer import BaseTrainer
+
+    args = dict(data="shapes", epochs=2, imgsz=32, batch=8, nbs=8, fraction=0.03, workers=0, plots=False,
+                exist_ok=True, verbose=False, seed=0)  # validated every epoch (as the study): a results.csv row each
+    save = BaseTrainer.save_model
+
+    def save_then_stop(self):
+        save(self)
+        time.sleep(0.5)  # a session whose time the last session's timer could not see
+        raise KeyboardInterrupt("stopped by signal 15")
+
+    monkeypatch.setattr(BaseTrainer, "save_model", save_then_stop)
+    run = tmp_path / "study" / "seed0"
+    with pytest.raises(KeyboardInterrupt):
+        study.train_or_resume(run, "yolo11n.yaml", args)
+    (first,) = [json.loads(line) for line in (run / "sessions.jsonl").read_text().splitlines()]
+    assert first["wall_s"] > 0.5 and first["cpu_s"] > 0 and not (run / "done.json").exists()
+    assert (first["from_epoch"], first["to_epoch"]) == (0, 1)
+    monkeypatch.setattr(BaseTrainer, "save_model", save)
+    _, facts = study.train_or_resume(run, "yolo11n.yaml", args)
+    sessions = [json.loads(line) for line in (run / "sessions.jsonl").read_text().splitlines()]
+    assert len(sessions) == 2 and facts["resumed"] == 1 and facts["timed_sessions"] == 2
+    assert (sessions[1]["from_epoch"], sessions[1]["to_epoch"]) == (1, 2)  # resumed at the epoch the first saved
+    assert facts["train_s"] == pytest.approx(sum(s["wall_s"] for s in sessions)) and facts["train_s"] > first["wall_s"]
+    assert facts["train_cpu_s"] == pytest.approx(sum(s["cpu_s"] for s in sessions))
+    assert json.loads((run / "done.json").read_text()) == facts
+
+    # a session the ledger lacks (begun before it existed, or killed outright): the epochs do not join up from 0, so
+    # the wall time is a lower bound (at least the sessions it has) and the CPU time unknown
+    lines = (run / "sessions.jsonl").read_text().splitlines()
+    (run / "sessions.jsonl").write_text(lines[1] + "\n")
+    fallback = study._training_time(run)
+    assert fallback["train_s"] >= sessions[1]["wall_s"] and math.isnan(fallback["train_cpu_s"])
+    assert fallback["timed_sessions"] is None and fallback["resumed"] == 1
 
 
 def test_plateau():

@@ -210,7 +210,10 @@ def _authors_init_trainer():
 KEY = ("budget", "recipe", "seed", "pst_topk")
 # new columns go at the end: a row an older runner appends (without them) to a migrated file still lines up
 COLUMNS = (*KEY, "model", *COCO_METRICS, "ul_mAP50-95", "ul_mAP50", "ms_per_image", "train_s", "train_cpu_s",
-           "eval_s", "resumed", "weights", "commit", "torch", "ultralytics", "machine", "finished", *AGNOSTIC_METRICS)
+           "eval_s", "resumed", "weights", "commit", "torch", "ultralytics", "machine", "finished", *AGNOSTIC_METRICS,
+           "timed_sessions")
+# timed_sessions: the training sessions train_s / train_cpu_s add up (all of them, :func:`train_or_resume`); empty in
+# rows written before the runner timed every session, whose times are those of the last session only
 
 
 CLASS_COLUMNS = (*KEY, "class", "AP")  # the per-class CSV beside a study CSV: one row per (row of the study, class)
@@ -426,6 +429,12 @@ def train_or_resume(run: Path, model: str, args: dict, task: str | None = None, 
     """Train ``model`` into the run folder ``run`` once: resume it if an earlier training was interrupted, reuse it if
     it finished. ``run/done.json`` marks a finished training and keeps its timing facts.
 
+    The times count every session of a resumed training: each call that trains appends its wall and CPU time and the
+    epochs it went from and to to ``run/sessions.jsonl``, also when it is interrupted (Ctrl-C, SIGTERM). Where that
+    ledger misses a session (a run begun before the ledger existed, or a process killed outright: its epochs do not
+    join up), the wall time is a lower bound (the larger of the ledger's sum and that of results.csv's per-session
+    ``time`` column, the training loop only), the CPU time is unknown (nan) and ``timed_sessions`` is None.
+
     Args:
         run (Path): The run folder (``project/name`` of the training).
         model (str): Model YAML or weights to start from.
@@ -435,8 +444,9 @@ def train_or_resume(run: Path, model: str, args: dict, task: str | None = None, 
         trainer: Trainer class (None: the task's stock trainer).
 
     Returns:
-        ``run/weights/last.pt`` and ``{"train_s", "train_cpu_s", "resumed"}`` (times nan when unknown: a finished run
-        that stopped before ``done.json`` was written).
+        ``run/weights/last.pt`` and ``{"train_s", "train_cpu_s", "resumed", "timed_sessions"}`` (``resumed``: the
+        number of sessions after the first; times nan when unknown: a finished run that stopped before ``done.json``
+        was written).
     """
     from ultralytics import YOLO
     from ultralytics.nn.tasks import torch_safe_load
@@ -448,20 +458,74 @@ def train_or_resume(run: Path, model: str, args: dict, task: str | None = None, 
         return last, json.loads(done.read_text())
     ckpt = torch_safe_load(str(last))[0] if last.is_file() else {}
     resumed = ckpt.get("epoch", -1) >= 0 and ckpt.get("optimizer") is not None  # else final (stripped) or none
-    t0, c0 = time.time(), time.process_time()
-    if resumed:
-        LOGGER.info(f"study: resuming {run} from {last}")
-        YOLO(last).train(resume=True, trainer=trainer)
-    elif not last.is_file():
-        yolo = YOLO(model, task=task)
-        if str(args.get("optimizer", "auto")).lower() == "auto":
-            args = {**args, **study_optimizer(args["data"], yolo.task)}
-        yolo.train(trainer=trainer, **{**args, "project": str(run.parent), "name": run.name})
+    if resumed or not last.is_file():
+        t0, c0, start = time.time(), time.process_time(), ckpt["epoch"] + 1 if resumed else 0  # epochs saved before
+        try:
+            if resumed:
+                LOGGER.info(f"study: resuming {run} from {last}")
+                YOLO(last).train(resume=True, trainer=trainer)
+            else:
+                yolo = YOLO(model, task=task)
+                if str(args.get("optimizer", "auto")).lower() == "auto":
+                    args = {**args, **study_optimizer(args["data"], yolo.task)}
+                yolo.train(trainer=trainer, **{**args, "project": str(run.parent), "name": run.name})
+        finally:  # this session's time, finished or interrupted: the next session adds its own
+            if run.is_dir():
+                session = {"from_epoch": start, "to_epoch": _logged_epochs(run / "results.csv"),
+                           "wall_s": time.time() - t0, "cpu_s": time.process_time() - c0}
+                with open(run / "sessions.jsonl", "a", encoding="utf-8") as f:
+                    f.write(json.dumps(session) + "\n")
+        facts = _training_time(run)
     else:
-        t0, c0 = math.nan, math.nan
-    facts = dict(train_s=time.time() - t0, train_cpu_s=time.process_time() - c0, resumed=int(resumed))
+        facts = dict(train_s=math.nan, train_cpu_s=math.nan, resumed=0, timed_sessions=None)
     done.write_text(json.dumps(facts))
     return last, facts
+
+
+def _training_time(run: Path) -> dict:
+    """``{"train_s", "train_cpu_s", "resumed", "timed_sessions"}`` of the training in ``run`` over all its sessions (see
+    :func:`train_or_resume`): the ledger ``sessions.jsonl`` where its sessions join up from epoch 0 (each starts at
+    or before the epoch the one before it reached), else a lower bound of the wall time and nan (CPU)."""
+    path = run / "sessions.jsonl"
+    ledger = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    joined = bool(ledger) and ledger[0]["from_epoch"] == 0 and all(
+        b["from_epoch"] <= a["to_epoch"] for a, b in zip(ledger, ledger[1:]))
+    wall = sum(s["wall_s"] for s in ledger)
+    if joined:
+        return dict(train_s=wall, train_cpu_s=sum(s["cpu_s"] for s in ledger), resumed=len(ledger) - 1,
+                    timed_sessions=len(ledger))
+    loop = _session_seconds(run / "results.csv")  # each session's training-loop seconds (a short one can hide)
+    seen = len(ledger) + bool(ledger and ledger[0]["from_epoch"] > 0)  # at least one session before the ledger's
+    return dict(train_s=max(wall, sum(loop)), train_cpu_s=math.nan, resumed=max(seen, len(loop)) - 1,
+                timed_sessions=None)
+
+
+def _logged_epochs(results: Path) -> int:
+    """The last epoch Ultralytics' results.csv has a row of (0 if none)."""
+    if not results.is_file():
+        return 0
+    with open(results, newline="", encoding="utf-8") as f:
+        return max((int(float(r["epoch"])) for r in csv.DictReader(f) if r.get("epoch")), default=0)
+
+
+def _session_seconds(results: Path) -> list[float]:
+    """The training-loop seconds of each session of a run, from Ultralytics' results.csv: its ``time`` column counts
+    from the start of each session (it starts again from 0 on a resume; here the first session was stopped after
+    logging epoch 2 but before saving it, so the second trained epoch 2 again). A session is seen where the column
+    falls: one whose first epoch took longer than all of the session before it is merged into that one.
+
+    Examples:
+        >>> import tempfile
+        >>> f = Path(tempfile.mkdtemp()) / "results.csv"
+        >>> _ = f.write_text("epoch,time\\n1,30.0\\n2,61.0\\n2,30.5\\n3,60.5\\n")
+        >>> _session_seconds(f)
+        [61.0, 60.5]
+    """
+    if not results.is_file():
+        return []
+    with open(results, newline="", encoding="utf-8") as f:
+        times = [float(r["time"]) for r in csv.DictReader(f) if r.get("time")]
+    return [t for t, after in zip(times, [*times[1:], -math.inf]) if after < t]
 
 
 def _train(recipe: Recipe, seed: int, budget: Budget, out: Path) -> tuple[Path, dict]:
@@ -971,6 +1035,8 @@ def write_report(csv_path: str | Path, md_path: str | Path, out: str | Path | No
     seeds = sorted({int(r["seed"]) for r in rows})
     envs = sorted({(r["commit"], r["torch"], r["ultralytics"], r["machine"]) for r in rows})
     trainings = {(r["recipe"], r["seed"]): (r["train_s"], r["train_cpu_s"]) for r in rows}
+    last_only = len({(r["recipe"], r["seed"]) for r in rows if str(r.get("resumed")) not in ("", "0")
+                     and not r.get("timed_sessions")})  # resumed, a session not timed
     train_h = sum(t for t, _ in trainings.values() if not math.isnan(t)) / 3600  # nan: time unknown
     cpu_h = sum(c for _, c in trainings.values() if not math.isnan(c)) / 3600
     eval_h = sum(r["eval_s"] for r in rows) / 3600
@@ -991,8 +1057,11 @@ def write_report(csv_path: str | Path, md_path: str | Path, out: str | Path | No
         "(data, epochs, imgsz, batch, train fraction). Scores: pycocotools on the val split, each model's final "
         "weights (last.pt, EMA); AP = mAP50-95, AR = AR100.",
         "",
-        f"Time: {train_h:.2f} h of training wall time ({cpu_h:.2f} h CPU time of the training process), "
-        f"{eval_h:.2f} h of validation.",
+        f"Time: {'at least ' if last_only else ''}{train_h:.2f} h of training wall time ({cpu_h:.2f} h CPU time of "
+        f"the training process{_unknown(trainings.values())}), {eval_h:.2f} h of validation."
+        + (f" {last_only} of the {len(trainings)} trainings were resumed and not every session was timed (rows "
+           "written before the runner added sessions up count the last one only): their times are lower bounds."
+           if last_only else ""),
     ]
     for commit, tv, uv, machine in envs:
         lines.append(f"Run with commit `{commit}`, torch {tv}, ultralytics {uv}, on {machine}.")
@@ -1052,6 +1121,18 @@ def write_report(csv_path: str | Path, md_path: str | Path, out: str | Path | No
         lines += [how_to_run.strip(), ""]
     md_path.write_text("\n".join(lines), encoding="utf-8")
     return md_path
+
+
+def _unknown(times) -> str:
+    """``"; not recorded for n of m trainings"`` where some ``(train_s, train_cpu_s)`` are nan, else empty.
+
+    Examples:
+        >>> _unknown([(10.0, 9.0), (20.0, float("nan"))])
+        '; not recorded for 1 of 2 trainings'
+    """
+    times = list(times)
+    n = sum(math.isnan(t) or math.isnan(c) for t, c in times)
+    return f"; not recorded for {n} of {len(times)} trainings" if n else ""
 
 
 def missing_cells(rows: list[dict], seeds: tuple[int, ...] = (0, 1, 2), recipes=None) -> dict[str, list[int]]:
