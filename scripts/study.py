@@ -61,7 +61,8 @@ auto picks AdamW, tested). An `optimizer=...` argument overrides it and becomes 
 
 **Plateau criterion.** The study only means something if the baseline has converged: yolo11n's val mAP50-95
 (Ultralytics, EMA, every epoch) averaged over the last fifth of the epochs must exceed the average over the fifth
-before it by less than 0.005 (half a point). The runner checks it for every run (the learning-curve table) and plots
+before it by less than 0.005 (half a point). The runner checks it for every finished run (the learning-curve table,
+from the curves CSV beside the study CSV: `accuracy_curves.csv`) and plots
 the curves ({curves}). How the budget was chosen: a first pilot at imgsz 160 had not converged after 80 epochs
 (val mAP50-95 0.315 at epoch 40, 0.407 at 80, the last 16 epochs +0.034 over the 16 before: `accuracy_pilot_curves.png`)
 and would have cost ~27 h for the matrix; imgsz 128 with 100 epochs costs ~10 s per yolo11n epoch on an idle 2-core
@@ -92,11 +93,13 @@ two runners side by side (start the same command twice) finish in about half the
 
 
 def _stop_note(entry: dict) -> str:
-    """How an invocation of the log ended, for the report's table: ``" (stopped by signal 15; unfinished: yolo11n seed
-    1: epoch 143/400)"``; empty for one that finished its work. The report itself reads finished runs only."""
+    """How an invocation of the log ended, for the report's table: ``" (stopped by signal 15; unfinished in its --out
+    then: yolo11n seed 1: epoch 143/400)"``: the trainings of its budget not finished when it exited (its own, or a
+    runner's beside it, or cells outside its --recipes / --seeds); empty where it was not stopped and none were. The
+    report itself reads finished runs only."""
     notes = [entry["stopped"]] if entry.get("stopped") else []
     if entry.get("unfinished"):
-        notes.append("unfinished: " + ", ".join(entry["unfinished"]))
+        notes.append("unfinished in its --out then: " + ", ".join(entry["unfinished"]))
     return f" ({'; '.join(notes)})" if notes else ""
 
 

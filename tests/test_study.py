@@ -84,6 +84,13 @@ def test_a_csv_without_the_newer_columns_is_migrated_keeping_every_row(tmp_path)
     waiter.join(10)
     assert [r["AP"] for r in study.read_rows(path2)] == [0.47]
 
+    newer = tmp_path / "newer.csv"  # a newer version's file (one more column at the end): the row, that column empty
+    newer.write_text(",".join((*study.COLUMNS, "future")) + "\n")
+    study._append_row(newer, fake_row("yolo11n", 0, None, 0.4))
+    assert newer.read_text().splitlines()[0] == ",".join((*study.COLUMNS, "future"))
+    (got,) = study.read_rows(newer)
+    assert got["AP"] == 0.4 and got["machine"] == "here" and got["future"] == ""
+
     bad = tmp_path / "bad.csv"
     bad.write_text("budget,recipe,surprise\nx,y,z\n")
     with pytest.raises(ValueError, match=r"column\(s\) \['surprise'\].*another version"):
@@ -296,9 +303,32 @@ def test_paired_statistics_and_report(tmp_path):
     assert "No yolo11n row of a longer budget than 1 epochs" in text and "--epochs 2`" in text
 
 
+@pytest.mark.parametrize("sessions, times, expected", [
+    # (from_epoch, to_epoch, wall_s, cpu_s) per ledger line; results.csv's time column; (train_s, cpu_s, resumed, timed)
+    ([(0, 3, 100, 90), (3, 5, 80, 70)], [10, 20, 30, 10, 20], (180, 160, 1, 2)),  # joined: the ledger's sums
+    ([(0, 3, 100, 90), (2, 5, 90, 80)], [10, 20, 30, 10, 20, 30], (190, 170, 1, 2)),  # epoch 3 trained again: joined
+    ([(0, 0, 5, 4), (0, 2, 50, 45)], [10, 20], (55, 49, 1, 2)),  # first session stopped before any epoch: joined
+    ([(3, 5, 80, 70)], [10, 20, 30, 10, 20], (80, math.nan, 1, None)),  # sessions before the ledger: lower bound
+    ([(3, 5, 10, 9)], [40, 60, 90, 10, 20], (110, math.nan, 1, None)),  # ... the larger: results.csv's loop times
+    ([(0, 2, 40, 35), (4, 6, 40, 35)], [20, 40, 10, 20, 10, 20], (80, math.nan, 2, None)),  # a session killed outright
+    ([(0, 2, 40, 35), "{\"from_epoch\": 2, \"to"], [20, 40, 10], (50, math.nan, 1, None)),  # a line cut short
+])
+def test_training_time_adds_up_sessions_and_says_where_it_cannot(tmp_path, sessions, times, expected):
+    """The time of a training over its sessions (the ledger sessions.jsonl, checked against the epochs it went from
+    and to): exact where the sessions join up from epoch 0, else a lower bound of the wall time and no CPU time."""
+    lines = [s if isinstance(s, str) else json.dumps(dict(zip(("from_epoch", "to_epoch", "wall_s", "cpu_s"), s)))
+             for s in sessions]
+    (tmp_path / "sessions.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "results.csv").write_text("epoch,time\n" + "".join(f"{i},{t}\n" for i, t in enumerate(times, 1)))
+    got = study._training_time(tmp_path)
+    assert (got["train_s"], got["resumed"], got["timed_sessions"]) == (expected[0], expected[2], expected[3])
+    assert got["train_cpu_s"] == expected[1] or math.isnan(got["train_cpu_s"]) and math.isnan(expected[1])
+
+
 def test_report_time_says_which_trainings_it_cannot_add_up(tmp_path):
     """The report's time line adds up train_s over trainings, says "at least" where a resumed training has a session
-    its time leaves out (no timed_sessions), and counts the trainings whose CPU time is not recorded."""
+    its time leaves out (no timed_sessions) or a training has no time, and counts the trainings whose CPU time is not
+    recorded."""
     csv_path = tmp_path / "acc.csv"
     rows = [{**fake_row("yolo11n", 0, None, 0.4), "train_s": 3600.0, "train_cpu_s": 1800.0, "resumed": 0,
              "timed_sessions": 1},
@@ -309,9 +339,13 @@ def test_report_time_says_which_trainings_it_cannot_add_up(tmp_path):
         study._append_row(csv_path, r)
     text = study.write_report(csv_path, tmp_path / "acc.md").read_text()
     assert ("Time: at least 4.00 h of training wall time (1.00 h CPU time of the training process; not recorded for 1 "
-            "of 3 trainings), 0.00 h of validation. 1 of the 3 trainings were resumed and not every session was "
-            "timed (rows written before the runner added sessions up count the last one only): their times are lower "
-            "bounds.") in text
+            "of 3 trainings), 0.00 h of validation. Resumed with a session left untimed (their times are lower "
+            "bounds): 1 of the 3 trainings.\n") in text
+    study._append_row(tmp_path / "untimed.csv", rows[0])
+    study._append_row(tmp_path / "untimed.csv", {**rows[0], "seed": 1, "train_s": math.nan, "train_cpu_s": math.nan})
+    text = study.write_report(tmp_path / "untimed.csv", tmp_path / "untimed.md").read_text()
+    assert ("Time: at least 1.00 h of training wall time (0.50 h CPU time of the training process; not recorded for 1 "
+            "of 2 trainings), 0.00 h of validation. Not timed: 1 of the 2 trainings.\n") in text
     study._append_row(tmp_path / "fresh.csv", rows[0])
     text = study.write_report(tmp_path / "fresh.csv", tmp_path / "fresh.md").read_text()
     assert "Time: 1.00 h of training wall time (0.50 h CPU time of the training process), 0.00 h of validation.\n" \
@@ -529,8 +563,8 @@ def test_a_resumed_training_counts_the_time_of_every_session(tmp_path, monkeypat
     lines = (run / "sessions.jsonl").read_text().splitlines()
     (run / "sessions.jsonl").write_text(lines[1] + "\n")
     fallback = study._training_time(run)
-    assert fallback["train_s"] >= sessions[1]["wall_s"] and math.isnan(fallback["train_cpu_s"])
-    assert fallback["timed_sessions"] is None and fallback["resumed"] == 1
+    assert fallback["train_s"] == max(sessions[1]["wall_s"], sum(study._session_seconds(run / "results.csv")))
+    assert math.isnan(fallback["train_cpu_s"]) and fallback["timed_sessions"] is None
 
 
 def test_plateau():
@@ -628,9 +662,12 @@ def test_killed_runner_logs_its_invocation(tmp_path, cli_env):
          "--fraction", "0.05", "--workers", "0", "--csv", str(csv_path), "--report", str(tmp_path / "r.md"),
          "--out", str(tmp_path / "out")], cwd=tmp_path, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True)
-    deadline = time.time() + 120
+    deadline = time.time() + 300
     while not list((tmp_path / "out").rglob("results.csv")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)  # the first epoch has ended: the runner is inside its training
+    if not list((tmp_path / "out").rglob("results.csv")):
+        proc.kill()
+        pytest.fail(f"the runner logged no epoch in 300 s (exit {proc.poll()}):\n{proc.communicate()[0][-3000:]}")
     proc.send_signal(signal.SIGTERM)
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 130, out[-3000:]
@@ -645,7 +682,8 @@ def test_killed_runner_logs_its_invocation(tmp_path, cli_env):
         pass
     assert "stopped by signal" in out
     report = (tmp_path / "r.md").read_text(encoding="utf-8")
-    assert f"(stopped by signal {int(signal.SIGTERM)}; unfinished: yolo11n seed 0: epoch {trained}/50) | 0 |" in report
+    stop = f"stopped by signal {int(signal.SIGTERM)}; unfinished in its --out then: yolo11n seed 0: epoch {trained}/50"
+    assert f"({stop}) | 0 |" in report
     clone = tmp_path / "clone"
     clone.mkdir()
     for f in tmp_path.glob("[rs]*.*"):  # the CSVs, the invocation log, the report and its plots: what is committed

@@ -208,7 +208,7 @@ def _authors_init_trainer():
 
 # ------------------------------------------------------------------------------------------------------------ the CSV
 KEY = ("budget", "recipe", "seed", "pst_topk")
-# new columns go at the end: a row an older runner appends (without them) to a migrated file still lines up
+# new columns go at the end: an older runner appends its rows to a migrated file with them empty (append_csv_row)
 COLUMNS = (*KEY, "model", *COCO_METRICS, "ul_mAP50-95", "ul_mAP50", "ms_per_image", "train_s", "train_cpu_s",
            "eval_s", "resumed", "weights", "commit", "torch", "ultralytics", "machine", "finished", *AGNOSTIC_METRICS,
            "timed_sessions")
@@ -275,8 +275,10 @@ def append_csv_row(path: Path, row: dict, columns: tuple[str, ...]) -> None:
     """Append one row (header first if the file is new) and flush it to disk: an interruption loses no row.
 
     A file whose header lacks some of ``columns`` (written before they were recorded) is first rewritten with the
-    header ``columns``, its rows kept and their new columns left empty (:func:`_migrate_csv`); a header with columns
-    that ``columns`` lacks is an error (another version's file, or another table).
+    header ``columns``, its rows kept and their new columns left empty (:func:`_migrate_csv`). A header that is
+    ``columns`` followed by more (a newer version's file: new columns go at the end) gets the row with those left
+    empty; any other header with columns that ``columns`` lacks is an error (another version's file, or another
+    table).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -287,13 +289,14 @@ def append_csv_row(path: Path, row: dict, columns: tuple[str, ...]) -> None:
                 continue
             f.seek(0)
             header = next(csv.reader(f), None)
-            if header is not None and tuple(header) != tuple(columns):
+            newer = header is not None and tuple(header[: len(columns)]) == tuple(columns)
+            if header is not None and tuple(header) != tuple(columns) and not newer:
                 _migrate_csv(path, f, columns)
                 continue  # append to the new file (this lock, on the old one, is released on close)
-            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+            writer = csv.DictWriter(f, fieldnames=header if newer else columns, extrasaction="ignore")
             if header is None:
                 writer.writeheader()
-            writer.writerow({c: row.get(c, "") for c in columns})
+            writer.writerow({c: row.get(c, "") if c in columns else "" for c in writer.fieldnames})
             f.flush()
             os.fsync(f.fileno())
             return
@@ -431,9 +434,11 @@ def train_or_resume(run: Path, model: str, args: dict, task: str | None = None, 
 
     The times count every session of a resumed training: each call that trains appends its wall and CPU time and the
     epochs it went from and to to ``run/sessions.jsonl``, also when it is interrupted (Ctrl-C, SIGTERM). Where that
-    ledger misses a session (a run begun before the ledger existed, or a process killed outright: its epochs do not
-    join up), the wall time is a lower bound (the larger of the ledger's sum and that of results.csv's per-session
-    ``time`` column, the training loop only), the CPU time is unknown (nan) and ``timed_sessions`` is None.
+    ledger misses a session that saved an epoch (a run begun before the ledger existed, or a process killed outright:
+    its epochs do not join up), or a line of it is cut short, the wall time is a lower bound (the larger of the
+    ledger's sum and that of results.csv's per-session ``time`` column, the training loop only), the CPU time is
+    unknown (nan) and ``timed_sessions`` is None. A session killed outright before it saved an epoch is not seen: its
+    time is missing.
 
     Args:
         run (Path): The run folder (``project/name`` of the training).
@@ -477,7 +482,8 @@ def train_or_resume(run: Path, model: str, args: dict, task: str | None = None, 
                     f.write(json.dumps(session) + "\n")
         facts = _training_time(run)
     else:
-        facts = dict(train_s=math.nan, train_cpu_s=math.nan, resumed=0, timed_sessions=None)
+        facts = (_training_time(run) if (run / "sessions.jsonl").is_file()  # finished, stopped before done.json
+                 else dict(train_s=math.nan, train_cpu_s=math.nan, resumed=0, timed_sessions=None))
     done.write_text(json.dumps(facts))
     return last, facts
 
@@ -487,15 +493,21 @@ def _training_time(run: Path) -> dict:
     :func:`train_or_resume`): the ledger ``sessions.jsonl`` where its sessions join up from epoch 0 (each starts at
     or before the epoch the one before it reached), else a lower bound of the wall time and nan (CPU)."""
     path = run / "sessions.jsonl"
-    ledger = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-    joined = bool(ledger) and ledger[0]["from_epoch"] == 0 and all(
+    lines = [line for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    ledger = []
+    for line in lines:
+        try:
+            ledger.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by a kill: that session's time is not known
+            pass
+    joined = len(ledger) == len(lines) and bool(ledger) and ledger[0]["from_epoch"] == 0 and all(
         b["from_epoch"] <= a["to_epoch"] for a, b in zip(ledger, ledger[1:]))
     wall = sum(s["wall_s"] for s in ledger)
     if joined:
         return dict(train_s=wall, train_cpu_s=sum(s["cpu_s"] for s in ledger), resumed=len(ledger) - 1,
                     timed_sessions=len(ledger))
     loop = _session_seconds(run / "results.csv")  # each session's training-loop seconds (a short one can hide)
-    seen = len(ledger) + bool(ledger and ledger[0]["from_epoch"] > 0)  # at least one session before the ledger's
+    seen = len(lines) + bool(ledger and ledger[0]["from_epoch"] > 0)  # at least one session before the ledger's
     return dict(train_s=max(wall, sum(loop)), train_cpu_s=math.nan, resumed=max(seen, len(loop)) - 1,
                 timed_sessions=None)
 
@@ -1008,7 +1020,8 @@ def plot_curves(curves: dict[str, dict[int, list[float]]], path: Path) -> Path:
 
 def write_report(csv_path: str | Path, md_path: str | Path, out: str | Path | None = None, budget: str | None = None,
                  banner: str = "", how_to_run: str = "") -> Path:
-    """Generate the markdown report, the plot against K and (with ``out``) the learning-curve plot from the CSV.
+    """Generate the markdown report, the plot against K and the learning-curve plot from the CSV and the CSVs kept
+    beside it (per-class APs, curves).
 
     Args:
         csv_path (str | Path): The study CSV.
@@ -1037,6 +1050,7 @@ def write_report(csv_path: str | Path, md_path: str | Path, out: str | Path | No
     trainings = {(r["recipe"], r["seed"]): (r["train_s"], r["train_cpu_s"]) for r in rows}
     last_only = len({(r["recipe"], r["seed"]) for r in rows if str(r.get("resumed")) not in ("", "0")
                      and not r.get("timed_sessions")})  # resumed, a session not timed
+    untimed = sum(math.isnan(t) for t, _ in trainings.values())
     train_h = sum(t for t, _ in trainings.values() if not math.isnan(t)) / 3600  # nan: time unknown
     cpu_h = sum(c for _, c in trainings.values() if not math.isnan(c)) / 3600
     eval_h = sum(r["eval_s"] for r in rows) / 3600
@@ -1057,11 +1071,11 @@ def write_report(csv_path: str | Path, md_path: str | Path, out: str | Path | No
         "(data, epochs, imgsz, batch, train fraction). Scores: pycocotools on the val split, each model's final "
         "weights (last.pt, EMA); AP = mAP50-95, AR = AR100.",
         "",
-        f"Time: {'at least ' if last_only else ''}{train_h:.2f} h of training wall time ({cpu_h:.2f} h CPU time of "
-        f"the training process{_unknown(trainings.values())}), {eval_h:.2f} h of validation."
-        + (f" {last_only} of the {len(trainings)} trainings were resumed and not every session was timed (rows "
-           "written before the runner added sessions up count the last one only): their times are lower bounds."
-           if last_only else ""),
+        f"Time: {'at least ' if last_only or untimed else ''}{train_h:.2f} h of training wall time ({cpu_h:.2f} h "
+        f"CPU time of the training process{_unknown(trainings.values())}), {eval_h:.2f} h of validation."
+        + (f" Resumed with a session left untimed (their times are lower bounds): {last_only} of the "
+           f"{len(trainings)} trainings." if last_only else "")
+        + (f" Not timed: {untimed} of the {len(trainings)} trainings." if untimed else ""),
     ]
     for commit, tv, uv, machine in envs:
         lines.append(f"Run with commit `{commit}`, torch {tv}, ultralytics {uv}, on {machine}.")
@@ -1124,15 +1138,16 @@ def write_report(csv_path: str | Path, md_path: str | Path, out: str | Path | No
 
 
 def _unknown(times) -> str:
-    """``"; not recorded for n of m trainings"`` where some ``(train_s, train_cpu_s)`` are nan, else empty.
+    """``"; not recorded for n of m trainings"`` where some CPU times (``(train_s, train_cpu_s)`` pairs) are nan.
 
     Examples:
         >>> _unknown([(10.0, 9.0), (20.0, float("nan"))])
         '; not recorded for 1 of 2 trainings'
     """
     times = list(times)
-    n = sum(math.isnan(t) or math.isnan(c) for t, c in times)
+    n = sum(math.isnan(c) for _, c in times)
     return f"; not recorded for {n} of {len(times)} trainings" if n else ""
+
 
 
 def missing_cells(rows: list[dict], seeds: tuple[int, ...] = (0, 1, 2), recipes=None) -> dict[str, list[int]]:
@@ -1760,16 +1775,16 @@ def _anyk_section(rows: list[dict]) -> list[str]:
 
 
 CURVES_HEADING = "## Learning curves and the plateau criterion"
-CARRIED_NOTE = ("(Carried over from the previous report: the runs' results.csv files it was computed from are not in "
-                "this work directory; the table and plot are unchanged.)")
+CARRIED_NOTE = ("(Carried over from the previous report: the curves it was computed from are not in the curves CSV; "
+                "the table and plot are unchanged.)")
 
 
 def _carried_curves_section(md_path: Path, budget: str) -> list[str]:
     """The learning-curve section of the report already at ``md_path``, kept as it was (with a note saying so), if that
     report is about ``budget``.
 
-    The per-epoch curves live in the runs' results.csv files, which are not committed: a report regenerated from the
-    committed CSV in a fresh clone would otherwise drop a section (and its plot) it cannot recompute.
+    A report whose curves predate the curves CSV (computed from the runs' results.csv files, which are not committed)
+    would otherwise lose, when regenerated, a section (and its plot) it cannot recompute.
     """
     if not md_path.is_file():
         return []
