@@ -55,7 +55,10 @@ def read_task_rows(path: str | Path) -> list[dict]:
 
 
 def _train_and_score(task: str, data: str, cfg: str, seed: int, budget: Budget, out: Path) -> dict:
-    """Train ``cfg`` (or resume, or reuse a finished run), validate its last.pt, return the row's measurements."""
+    """Train ``cfg`` (or resume, or reuse a finished run), validate its last.pt, return the row's measurements.
+
+    ``train_s`` / ``train_cpu_s`` add up every session of a resumed training; where one session was not timed (see
+    :func:`train_or_resume`) ``train_s`` is a lower bound and ``train_cpu_s`` is nan."""
     from ultralytics import YOLO
     from ultralytics.nn.tasks import torch_safe_load
     from ultralytics.utils.torch_utils import get_flops
