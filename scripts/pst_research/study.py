@@ -917,7 +917,7 @@ def learning_curves(path: str | Path | None, budget_key: str) -> dict[str, dict[
 def unfinished_runs(out: str | Path, budget: Budget) -> list[str]:
     """The trainings of ``budget`` under ``out`` that have not finished (no ``done.json``), each as ``"<recipe> seed
     <n>: epoch <trained>/<epochs>"``: what a runner that stops leaves to the next one (it resumes them)."""
-    return [f"{recipe} seed {seed}: epoch {len(_results_curve(results))}/{budget.epochs}"
+    return [f"{recipe} seed {seed}: epoch {_logged_epochs(results)}/{budget.epochs}"
             for recipe, seed, results in _run_results(out, budget.key())
             if not (results.parent / "done.json").is_file()]
 
