@@ -94,10 +94,13 @@ two runners side by side (start the same command twice) finish in about half the
 
 def _stop_note(entry: dict) -> str:
     """How an invocation of the log ended, for the report's table: ``" (stopped by signal 15; unfinished in its --out
-    then: yolo11n seed 1: epoch 143/400)"``: the trainings of its budget not finished when it exited (its own, or a
-    runner's beside it, or cells outside its --recipes / --seeds); empty where it was not stopped and none were. The
-    report itself reads finished runs only."""
+    then: yolo11n seed 1: epoch 143/400)"``. It names the commit the checkout had moved to while the runner ran (the
+    entry's ``commit`` is the one it started with, the code it trained with) and the trainings of its budget not
+    finished when it exited (its own, or a runner's beside it, or cells outside its --recipes / --seeds); empty where
+    none of these happened. The report itself reads finished runs only."""
     notes = [entry["stopped"]] if entry.get("stopped") else []
+    if entry.get("commit_at_exit"):
+        notes.append(f"started on {entry['commit']}, the checkout was at {entry['commit_at_exit']} when it ended")
     if entry.get("unfinished"):
         notes.append("unfinished in its --out then: " + ", ".join(entry["unfinished"]))
     return f" ({'; '.join(notes)})" if notes else ""
@@ -171,7 +174,7 @@ def main(argv=None) -> int:
     if not args.report_only:
         t0, command = time.time(), shlex.join([Path(sys.argv[0]).name if argv is None else "study.py",
                                                 *(sys.argv[1:] if argv is None else argv)])
-        stopped = ""
+        stopped, started = "", environment()  # the code this runner trains with is the code it started with
         signal.signal(signal.SIGTERM, _stop)  # `kill` (as well as Ctrl-C) still logs this invocation
         try:
             added = run_study(args.recipes, args.seeds, budget, csv_path, args.out, tuple(args.topks or ()) or None)
@@ -180,7 +183,9 @@ def main(argv=None) -> int:
         left = unfinished_runs(args.out, budget)  # trainings the next invocation resumes (this runner's or another's)
         entry = {"command": f"python scripts/{shareable_command(command, ROOT)}", "budget": budget.key(),
                  "rows_added": added, "wall_s": round(time.time() - t0, 1), "ended": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                 **({"stopped": stopped} if stopped else {}), **({"unfinished": left} if left else {}), **environment()}
+                 **({"stopped": stopped} if stopped else {}), **({"unfinished": left} if left else {}), **started}
+        if (at_exit := environment()["commit"]) != started["commit"]:  # a commit made while it ran: not its code
+            entry["commit_at_exit"] = at_exit
         with open(log, "a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
         print(f"study: {added} rows added to {csv_path} in {entry['wall_s']:.0f} s{'; ' + stopped if stopped else ''}")

@@ -693,6 +693,25 @@ def test_killed_runner_logs_its_invocation(tmp_path, cli_env):
     assert (clone / "r.md").read_text(encoding="utf-8") == report
 
 
+def test_invocation_log_keeps_the_commit_the_runner_started_with(tmp_path, monkeypatch):
+    """A runner trains with the code it started with: its log entry carries the commit of its start, and where the
+    checkout moved on while it ran (a commit made beside a long runner), the report's table says so."""
+    commits = iter(["aaa1111", "bbb2222"])
+
+    def environment():
+        return dict(commit=next(commits), torch="t", ultralytics="u", machine="m")
+
+    monkeypatch.setattr(study, "environment", environment)
+    monkeypatch.setattr(study, "run_study", lambda *a, **k: 0)  # the runner's work itself is tested above
+    csv_path = tmp_path / "s.csv"
+    study._append_row(csv_path, fake_row("yolo11n", 0, None, 0.4))
+    assert load_script("study").main(["--recipes", "yolo11n", "--seeds", "0", "--csv", str(csv_path), "--report",
+                                      str(tmp_path / "r.md"), "--out", str(tmp_path / "out")]) == 0
+    entry = json.loads(csv_path.with_suffix(".log.jsonl").read_text())
+    assert entry["commit"] == "aaa1111" and entry["commit_at_exit"] == "bbb2222"
+    assert "(started on aaa1111, the checkout was at bbb2222 when it ended) | 0 |" in (tmp_path / "r.md").read_text()
+
+
 @pytest.mark.parametrize("script, stem",
                          [("study", "accuracy"), ("study", "accuracy_context"), ("task_study", "tasks")])
 def test_committed_reports_are_what_their_runner_writes(tmp_path, script, stem):
