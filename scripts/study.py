@@ -158,6 +158,7 @@ def main(argv=None) -> int:
     from pst_research.study import (
         DEFAULT_EXTRA,
         Budget,
+        checkout_commit,
         environment,
         read_rows,
         report_budget,
@@ -184,7 +185,7 @@ def main(argv=None) -> int:
         entry = {"command": f"python scripts/{shareable_command(command, ROOT)}", "budget": budget.key(),
                  "rows_added": added, "wall_s": round(time.time() - t0, 1), "ended": time.strftime("%Y-%m-%dT%H:%M:%S"),
                  **({"stopped": stopped} if stopped else {}), **({"unfinished": left} if left else {}), **started}
-        if (at_exit := environment()["commit"]) != started["commit"]:  # a commit made while it ran: not its code
+        if (at_exit := checkout_commit()) != started["commit"]:  # a commit made while it ran: not its code
             entry["commit_at_exit"] = at_exit
         with open(log, "a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")

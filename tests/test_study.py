@@ -697,11 +697,7 @@ def test_invocation_log_keeps_the_commit_the_runner_started_with(tmp_path, monke
     """A runner trains with the code it started with: its log entry carries the commit of its start, and where the
     checkout moved on while it ran (a commit made beside a long runner), the report's table says so."""
     commits = iter(["aaa1111", "bbb2222"])
-
-    def environment():
-        return dict(commit=next(commits), torch="t", ultralytics="u", machine="m")
-
-    monkeypatch.setattr(study, "environment", environment)
+    monkeypatch.setattr(study, "checkout_commit", lambda: next(commits))
     monkeypatch.setattr(study, "run_study", lambda *a, **k: 0)  # the runner's work itself is tested above
     csv_path = tmp_path / "s.csv"
     study._append_row(csv_path, fake_row("yolo11n", 0, None, 0.4))

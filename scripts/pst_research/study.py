@@ -376,20 +376,25 @@ class StudyLock:
             self._file = None
 
 
-def environment() -> dict:
-    """Commit, versions and machine, recorded in every row."""
-    import torch
-    import ultralytics
-
+def checkout_commit() -> str:
+    """The checkout's short commit, ``+dirty`` where tracked files differ from it, ``unknown`` outside git."""
     try:
         root = Path(__file__).resolve().parents[1]
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=10).stdout.strip()
-        commit = f"{commit}{'+dirty' if dirty else ''}" if commit else "unknown"
+        return f"{commit}{'+dirty' if dirty else ''}" if commit else "unknown"
     except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
+        return "unknown"
+
+
+def environment() -> dict:
+    """Commit, versions and machine, recorded in every row."""
+    import torch
+    import ultralytics
+
+    commit = checkout_commit()
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
